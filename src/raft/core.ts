@@ -1,0 +1,907 @@
+// The Raft consensus core: a deterministic state machine with no I/O, no timers and no wall clock.
+// A runtime feeds it tick(), step(msg), propose(data) and readIndex(ctx), then collects a Ready batch
+// (what to persist, what to send, what to apply) and acknowledges it with advance().
+
+import {
+  NONE,
+  type AppendRequest,
+  type AppendResponse,
+  type Entry,
+  type HardState,
+  type Message,
+  type NodeId,
+  type ReadFailure,
+  type ReadState,
+  type Ready,
+  type Role,
+  type Snapshot,
+  type SnapshotMeta,
+  type SnapshotRequest,
+  type VoteRequest,
+  type VoteResponse,
+} from "./types";
+
+export class AssertionError extends Error {}
+
+export function assert(cond: unknown, msg: string): asserts cond {
+  if (!cond) throw new AssertionError(`raft invariant violated: ${msg}`);
+}
+
+export interface RaftConfig {
+  id: NodeId;
+  /** Every voting member, this node included. */
+  voters: NodeId[];
+  /** Base election timeout in ticks; each node waits a random time in [electionTicks, 2*electionTicks). */
+  electionTicks: number;
+  heartbeatTicks: number;
+  /** Seeded randomness in [0, 1); injected so runs are reproducible. */
+  rng: () => number;
+  preVote?: boolean;
+  checkQuorum?: boolean;
+  maxEntriesPerAppend?: number;
+  maxBytesPerAppend?: number;
+  /** Append messages a leader keeps in flight to one follower before waiting for acknowledgements. */
+  maxInflight?: number;
+}
+
+export interface InitialState {
+  hardState: HardState;
+  /** Entries after the snapshot, contiguous. */
+  entries: Entry[];
+  snapshot: SnapshotMeta | null;
+}
+
+export const DEFAULT_MAX_ENTRIES_PER_APPEND = 512;
+export const DEFAULT_MAX_BYTES_PER_APPEND = 1024 * 1024;
+export const DEFAULT_MAX_INFLIGHT = 64;
+
+type ProgressState = "probe" | "replicate" | "snapshot";
+
+interface Progress {
+  match: number;
+  next: number;
+  state: ProgressState;
+  /** Probe: one append sent and unanswered; wait for a reply or the next heartbeat. */
+  probeSent: boolean;
+  /** Replicate: last index carried by each unacknowledged append, oldest first. */
+  inflight: number[];
+  /** Snapshot: the index of the snapshot being sent. */
+  pendingSnapshot: number;
+  /** Ticks spent in the current snapshot or without progress while behind. */
+  stallTicks: number;
+  /** Heard from this peer since the last check-quorum round. */
+  recentActive: boolean;
+  /** Highest ReadIndex heartbeat round this peer has echoed. */
+  readRoundAcked: number;
+}
+
+interface PendingRead {
+  ctx: number;
+  index: number;
+  round: number;
+}
+
+export interface StatusView {
+  id: NodeId;
+  role: Role;
+  term: number;
+  leader: NodeId;
+  vote: NodeId;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  lastTerm: number;
+  snapshotIndex: number;
+  progress?: Record<number, { match: number; next: number; state: ProgressState }>;
+}
+
+export class RaftCore {
+  readonly id: NodeId;
+  readonly voters: NodeId[];
+  private readonly peers: NodeId[];
+  private readonly cfg: Required<Omit<RaftConfig, "id" | "voters" | "rng">>;
+  private readonly rng: () => number;
+
+  // Persistent state (mirrored in storage).
+  term = 0;
+  vote: NodeId = NONE;
+  commit = 0;
+
+  // The log: entries[i].index == snapIndex + 1 + i.
+  private snapIndex = 0;
+  private snapTerm = 0;
+  private entries: Entry[] = [];
+  /** Entries at or below this index are on stable storage. */
+  private stableIndex = 0;
+  /** Lowest index rewritten since the last Ready (truncation point), or Infinity. */
+  private unstableFrom = Infinity;
+
+  applied = 0;
+
+  role: Role = "follower";
+  leader: NodeId = NONE;
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTicks = 0;
+  private votes = new Map<NodeId, boolean>();
+  private progress = new Map<NodeId, Progress>();
+
+  // ReadIndex.
+  private readRound = 0;
+  private readRoundRequested = false;
+  private pendingReads: PendingRead[] = [];
+  /** Reads that arrived before this leader committed an entry of its own term. */
+  private readsAwaitingCommit: number[] = [];
+  private pendingAppendBroadcast = false;
+
+  // Output, drained by ready().
+  private msgs: Message[] = [];
+  private readStates: ReadState[] = [];
+  private readFailures: ReadFailure[] = [];
+  private pendingSnapshot: Snapshot | null = null;
+  private persistedHardState: HardState;
+  private readyOutstanding = false;
+
+  constructor(cfg: RaftConfig, init?: InitialState) {
+    assert(cfg.voters.includes(cfg.id), `node ${cfg.id} must be one of the voters`);
+    assert(cfg.electionTicks > cfg.heartbeatTicks, "election timeout must exceed the heartbeat interval");
+    this.id = cfg.id;
+    this.voters = [...cfg.voters].sort((a, b) => a - b);
+    this.peers = this.voters.filter((v) => v !== cfg.id);
+    this.rng = cfg.rng;
+    this.cfg = {
+      electionTicks: cfg.electionTicks,
+      heartbeatTicks: cfg.heartbeatTicks,
+      preVote: cfg.preVote ?? true,
+      checkQuorum: cfg.checkQuorum ?? true,
+      maxEntriesPerAppend: cfg.maxEntriesPerAppend ?? DEFAULT_MAX_ENTRIES_PER_APPEND,
+      maxBytesPerAppend: cfg.maxBytesPerAppend ?? DEFAULT_MAX_BYTES_PER_APPEND,
+      maxInflight: cfg.maxInflight ?? DEFAULT_MAX_INFLIGHT,
+    };
+    if (init) {
+      if (init.snapshot) {
+        this.snapIndex = init.snapshot.index;
+        this.snapTerm = init.snapshot.term;
+      }
+      this.entries = init.entries.filter((e) => e.index > this.snapIndex);
+      for (let i = 0; i < this.entries.length; i++) {
+        assert(this.entries[i]!.index === this.snapIndex + 1 + i, "initial entries must be contiguous after the snapshot");
+      }
+      this.term = init.hardState.term;
+      this.vote = init.hardState.vote;
+      this.commit = Math.max(Math.min(init.hardState.commit, this.lastIndex()), this.snapIndex);
+      this.applied = this.snapIndex;
+      this.stableIndex = this.lastIndex();
+    }
+    this.persistedHardState = this.hardState();
+    this.resetRandomizedElectionTimeout();
+  }
+
+  // ---- log helpers ----------------------------------------------------------------------
+
+  lastIndex(): number {
+    return this.snapIndex + this.entries.length;
+  }
+
+  lastTerm(): number {
+    return this.entries.length ? this.entries[this.entries.length - 1]!.term : this.snapTerm;
+  }
+
+  firstIndex(): number {
+    return this.snapIndex + 1;
+  }
+
+  /** Term of the entry at `index`, 0 for index 0, undefined when compacted away or beyond the log. */
+  termAt(index: number): number | undefined {
+    if (index === this.snapIndex) return this.snapTerm;
+    if (index < this.snapIndex || index > this.lastIndex()) return index === 0 ? 0 : undefined;
+    return this.entries[index - this.snapIndex - 1]!.term;
+  }
+
+  entryAt(index: number): Entry | undefined {
+    if (index <= this.snapIndex || index > this.lastIndex()) return undefined;
+    return this.entries[index - this.snapIndex - 1];
+  }
+
+  private slice(from: number, toInclusive: number): Entry[] {
+    const lo = Math.max(from, this.firstIndex()) - this.snapIndex - 1;
+    const hi = Math.min(toInclusive, this.lastIndex()) - this.snapIndex;
+    return lo < hi ? this.entries.slice(lo, hi) : [];
+  }
+
+  private truncateAndAppend(newEntries: Entry[]): void {
+    if (newEntries.length === 0) return;
+    const first = newEntries[0]!.index;
+    assert(first > this.commit, `cannot overwrite committed entry ${first} (commit ${this.commit})`);
+    assert(first <= this.lastIndex() + 1, `gap in log: appending ${first} after ${this.lastIndex()}`);
+    if (first <= this.lastIndex()) {
+      this.entries.length = first - this.snapIndex - 1;
+      this.stableIndex = Math.min(this.stableIndex, first - 1);
+      this.unstableFrom = Math.min(this.unstableFrom, first);
+    }
+    for (const e of newEntries) this.entries.push(e);
+  }
+
+  private isUpToDate(lastIndex: number, lastTerm: number): boolean {
+    const myTerm = this.lastTerm();
+    return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex());
+  }
+
+  private quorum(): number {
+    return Math.floor(this.voters.length / 2) + 1;
+  }
+
+  hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.commit };
+  }
+
+  status(): StatusView {
+    const view: StatusView = {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      vote: this.vote,
+      commitIndex: this.commit,
+      appliedIndex: this.applied,
+      lastIndex: this.lastIndex(),
+      lastTerm: this.lastTerm(),
+      snapshotIndex: this.snapIndex,
+    };
+    if (this.role === "leader") {
+      view.progress = {};
+      for (const [id, pr] of this.progress) view.progress[id] = { match: pr.match, next: pr.next, state: pr.state };
+    }
+    return view;
+  }
+
+  // ---- role transitions -----------------------------------------------------------------
+
+  private resetRandomizedElectionTimeout(): void {
+    const base = this.cfg.electionTicks;
+    this.randomizedElectionTicks = base + Math.floor(this.rng() * base);
+  }
+
+  private reset(term: number): void {
+    if (term !== this.term) {
+      assert(term > this.term, `term must not go backwards (${this.term} -> ${term})`);
+      this.term = term;
+      this.vote = NONE;
+    }
+    this.leader = NONE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.resetRandomizedElectionTimeout();
+    this.votes.clear();
+    this.failPendingReads("leadership changed");
+    this.pendingAppendBroadcast = false;
+  }
+
+  private becomeFollower(term: number, leader: NodeId): void {
+    this.reset(term);
+    this.role = "follower";
+    this.leader = leader;
+  }
+
+  private becomePreCandidate(): void {
+    assert(this.role !== "leader", "a leader does not pre-campaign");
+    // Pre-vote changes neither term nor vote: a node cut off from the cluster must not inflate terms.
+    this.failPendingReads("leadership changed");
+    this.votes.clear();
+    this.role = "precandidate";
+    this.leader = NONE;
+    this.electionElapsed = 0;
+    this.resetRandomizedElectionTimeout();
+  }
+
+  private becomeCandidate(): void {
+    assert(this.role !== "leader", "a leader does not campaign");
+    this.reset(this.term + 1);
+    this.role = "candidate";
+    this.vote = this.id;
+  }
+
+  private becomeLeader(): void {
+    assert(this.role === "candidate", "only a candidate becomes leader");
+    this.reset(this.term);
+    this.role = "leader";
+    this.leader = this.id;
+    this.progress.clear();
+    for (const p of this.peers) {
+      this.progress.set(p, {
+        match: 0,
+        next: this.lastIndex() + 1,
+        state: "probe",
+        probeSent: false,
+        inflight: [],
+        pendingSnapshot: 0,
+        stallTicks: 0,
+        recentActive: true,
+        readRoundAcked: 0,
+      });
+    }
+    // A no-op of the new term lets entries of earlier terms commit (Raft paper, figure 8).
+    this.truncateAndAppend([{ index: this.lastIndex() + 1, term: this.term, data: new Uint8Array(0) }]);
+    this.maybeCommit();
+    this.pendingAppendBroadcast = true;
+  }
+
+  private campaign(preVote: boolean): void {
+    if (preVote) this.becomePreCandidate();
+    else this.becomeCandidate();
+    this.votes.set(this.id, true);
+    if (this.tallyWon()) {
+      if (preVote) this.campaign(false);
+      else this.becomeLeader();
+      return;
+    }
+    const term = preVote ? this.term + 1 : this.term;
+    for (const p of this.peers) {
+      this.send({
+        type: "vote",
+        from: this.id,
+        to: p,
+        term,
+        preVote,
+        lastLogIndex: this.lastIndex(),
+        lastLogTerm: this.lastTerm(),
+      });
+    }
+  }
+
+  private tallyWon(): boolean {
+    let granted = 0;
+    for (const g of this.votes.values()) if (g) granted++;
+    return granted >= this.quorum();
+  }
+
+  private tallyLost(): boolean {
+    let rejected = 0;
+    for (const g of this.votes.values()) if (!g) rejected++;
+    return rejected >= this.quorum();
+  }
+
+  // ---- inputs ---------------------------------------------------------------------------
+
+  tick(): void {
+    this.electionElapsed++;
+    if (this.role === "leader") {
+      this.tickLeader();
+      return;
+    }
+    if (this.electionElapsed >= this.randomizedElectionTicks) {
+      this.campaign(this.cfg.preVote);
+    }
+  }
+
+  private tickLeader(): void {
+    if (this.electionElapsed >= this.cfg.electionTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum) {
+        let active = 1;
+        for (const pr of this.progress.values()) {
+          if (pr.recentActive) active++;
+          pr.recentActive = false;
+        }
+        if (active < this.quorum()) {
+          // A leader that cannot reach a majority steps down instead of serving alone.
+          this.becomeFollower(this.term, NONE);
+          return;
+        }
+      }
+    }
+    const stallLimit = Math.max(2 * this.cfg.heartbeatTicks, Math.floor(this.cfg.electionTicks / 2));
+    for (const pr of this.progress.values()) {
+      if (pr.state === "snapshot" || pr.match < this.lastIndex()) pr.stallTicks++;
+      else pr.stallTicks = 0;
+      if (pr.state === "snapshot" && pr.stallTicks >= 4 * this.cfg.electionTicks) {
+        // The snapshot transfer seems lost: start over from a probe.
+        this.toProbe(pr, pr.match + 1);
+      } else if (pr.state === "replicate" && pr.stallTicks >= stallLimit) {
+        // Appends in flight were probably lost: resend from the last acknowledged index.
+        this.toProbe(pr, pr.match + 1);
+      }
+    }
+    this.heartbeatElapsed++;
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      for (const [peer, pr] of this.progress) {
+        if (pr.state === "probe") pr.probeSent = false;
+        this.sendHeartbeat(peer, pr);
+      }
+    }
+  }
+
+  /** Propose a command. Returns the index and term it will commit at if it commits, or null if not leader. */
+  propose(data: Uint8Array): { index: number; term: number } | null {
+    if (this.role !== "leader") return null;
+    const entry: Entry = { index: this.lastIndex() + 1, term: this.term, data };
+    this.truncateAndAppend([entry]);
+    this.pendingAppendBroadcast = true;
+    return { index: entry.index, term: entry.term };
+  }
+
+  /**
+   * Start a linearizable read. The read is confirmed through a ReadState once a majority has
+   * acknowledged this node as leader after the request; the caller then waits for applied >= index.
+   * Returns false when this node is not the leader.
+   */
+  readIndex(ctx: number): boolean {
+    if (this.role !== "leader") return false;
+    if (this.termAt(this.commit) !== this.term) {
+      // Until an entry of this term commits, the commit index may lag what an earlier leader committed.
+      this.readsAwaitingCommit.push(ctx);
+      return true;
+    }
+    this.addPendingRead(ctx);
+    return true;
+  }
+
+  private addPendingRead(ctx: number): void {
+    if (this.peers.length === 0) {
+      this.readStates.push({ index: this.commit, ctx });
+      return;
+    }
+    this.pendingReads.push({ ctx, index: this.commit, round: this.readRound + 1 });
+    this.readRoundRequested = true;
+  }
+
+  private failPendingReads(reason: string): void {
+    for (const r of this.pendingReads) this.readFailures.push({ ctx: r.ctx, reason });
+    for (const ctx of this.readsAwaitingCommit) this.readFailures.push({ ctx, reason });
+    this.pendingReads = [];
+    this.readsAwaitingCommit = [];
+    this.readRoundRequested = false;
+  }
+
+  step(m: Message): void {
+    assert(m.to === this.id, `message for ${m.to} delivered to ${this.id}`);
+    if (!this.voters.includes(m.from) || m.from === this.id) return; // not a member: ignore
+
+    if (m.term > this.term) {
+      if (m.type === "vote") {
+        // Leader lease (with check-quorum): while we hear from a live leader, ignore campaigns, so a
+        // node that was cut off and returns cannot depose a healthy leader.
+        const inLease = this.cfg.checkQuorum && this.leader !== NONE && this.electionElapsed < this.cfg.electionTicks;
+        if (inLease) return;
+        if (m.preVote) {
+          this.handleVote(m);
+          return;
+        }
+        this.becomeFollower(m.term, NONE);
+      } else if (m.type === "voteResp" && m.preVote && m.granted) {
+        // A granted pre-vote carries the proposed term; it does not move ours.
+      } else {
+        const leader = m.type === "app" || m.type === "snap" ? m.from : NONE;
+        this.becomeFollower(m.term, leader);
+      }
+    } else if (m.term < this.term) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "snap")) {
+        // Tell a stale leader about the newer term so it steps down.
+        this.send(this.appResp(m.from, false, 0, 0, 0, 0));
+      } else if (m.type === "vote" && m.preVote) {
+        this.send({ type: "voteResp", from: this.id, to: m.from, term: this.term, preVote: true, granted: false });
+      }
+      return;
+    }
+
+    switch (m.type) {
+      case "vote":
+        this.handleVote(m);
+        return;
+      case "voteResp":
+        this.handleVoteResp(m);
+        return;
+      case "app":
+        if (this.role === "leader") {
+          assert(false, `two leaders in term ${this.term}: ${this.id} and ${m.from}`);
+        }
+        if (this.role !== "follower") this.becomeFollower(m.term, m.from);
+        this.leader = m.from;
+        this.electionElapsed = 0;
+        this.handleAppend(m);
+        return;
+      case "snap":
+        assert(this.role !== "leader", `two leaders in term ${this.term}`);
+        if (this.role !== "follower") this.becomeFollower(m.term, m.from);
+        this.leader = m.from;
+        this.electionElapsed = 0;
+        this.handleSnapshot(m);
+        return;
+      case "appResp":
+        if (this.role === "leader") this.handleAppendResp(m);
+        return;
+    }
+  }
+
+  private handleVote(m: VoteRequest): void {
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === NONE && this.leader === NONE) ||
+      (m.preVote && m.term > this.term);
+    const granted = canVote && this.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    if (granted && !m.preVote) {
+      this.vote = m.from;
+      this.electionElapsed = 0;
+    }
+    const resp: VoteResponse = {
+      type: "voteResp",
+      from: this.id,
+      to: m.from,
+      // A granted pre-vote answers with the proposed term; anything else with our own.
+      term: granted && m.preVote ? m.term : this.term,
+      preVote: m.preVote,
+      granted,
+    };
+    this.send(resp);
+  }
+
+  private handleVoteResp(m: VoteResponse): void {
+    const expecting = (this.role === "precandidate" && m.preVote) || (this.role === "candidate" && !m.preVote);
+    if (!expecting) return;
+    if (!this.votes.has(m.from)) this.votes.set(m.from, m.granted);
+    if (this.tallyWon()) {
+      if (this.role === "precandidate") this.campaign(false);
+      else this.becomeLeader();
+    } else if (this.tallyLost()) {
+      this.becomeFollower(this.term, NONE);
+    }
+  }
+
+  private appResp(to: NodeId, success: boolean, matchIndex: number, hintIndex: number, hintTerm: number, readRound: number): AppendResponse {
+    return { type: "appResp", from: this.id, to, term: this.term, success, matchIndex, hintIndex, hintTerm, readRound };
+  }
+
+  private handleAppend(m: AppendRequest): void {
+    if (m.prevIndex < this.commit) {
+      // Everything up to our commit index already matches the leader. Skip what we have.
+      const fresh = m.entries.filter((e) => e.index > this.commit);
+      if (fresh.length === 0 || fresh[0]!.index !== this.commit + 1) {
+        this.send(this.appResp(m.from, true, this.commit, 0, 0, m.readRound));
+        return;
+      }
+      m = { ...m, prevIndex: this.commit, prevTerm: this.termAt(this.commit)!, entries: fresh };
+    }
+    const localPrevTerm = this.termAt(m.prevIndex);
+    if (localPrevTerm !== m.prevTerm) {
+      // Reject with a hint so the leader skips back a whole term, not one entry at a time.
+      let hintIndex: number;
+      let hintTerm: number;
+      if (localPrevTerm === undefined) {
+        hintIndex = this.lastIndex() + 1;
+        hintTerm = 0;
+      } else {
+        hintTerm = localPrevTerm;
+        hintIndex = m.prevIndex;
+        while (hintIndex - 1 > this.commit && this.termAt(hintIndex - 1) === hintTerm) hintIndex--;
+      }
+      this.send(this.appResp(m.from, false, m.prevIndex, hintIndex, hintTerm, m.readRound));
+      return;
+    }
+    // Find the first entry we do not already hold. Truncate only on a real conflict: an old, shorter
+    // append that arrives late must not cut entries a newer append already delivered.
+    let i = 0;
+    for (; i < m.entries.length; i++) {
+      const e = m.entries[i]!;
+      const t = this.termAt(e.index);
+      if (t === undefined) break; // beyond our log
+      if (t !== e.term) break; // conflict
+    }
+    if (i < m.entries.length) this.truncateAndAppend(m.entries.slice(i));
+    const lastNew = m.prevIndex + m.entries.length;
+    const newCommit = Math.min(m.commit, lastNew);
+    if (newCommit > this.commit) this.commit = newCommit;
+    this.send(this.appResp(m.from, true, lastNew, 0, 0, m.readRound));
+  }
+
+  private handleSnapshot(m: SnapshotRequest): void {
+    const s = m.snapshot;
+    if (s.index <= this.commit) {
+      this.send(this.appResp(m.from, true, this.commit, 0, 0, 0));
+      return;
+    }
+    if (this.termAt(s.index) === s.term) {
+      // We already hold the snapshot's last entry: the log is consistent up to it, just commit.
+      this.commit = s.index;
+      this.send(this.appResp(m.from, true, s.index, 0, 0, 0));
+      return;
+    }
+    assert(s.data !== undefined, "a snapshot message reaching the core must carry its data");
+    this.snapIndex = s.index;
+    this.snapTerm = s.term;
+    this.entries = [];
+    this.commit = s.index;
+    this.stableIndex = s.index;
+    this.unstableFrom = Infinity;
+    this.pendingSnapshot = { index: s.index, term: s.term, data: s.data };
+    this.send(this.appResp(m.from, true, s.index, 0, 0, 0));
+  }
+
+  private handleAppendResp(m: AppendResponse): void {
+    const pr = this.progress.get(m.from);
+    if (!pr) return;
+    pr.recentActive = true;
+    if (m.readRound > pr.readRoundAcked) {
+      pr.readRoundAcked = m.readRound;
+      this.confirmReads();
+    }
+    if (!m.success) {
+      const rejected = m.matchIndex;
+      const stale =
+        (pr.state === "replicate" && rejected <= pr.match) ||
+        (pr.state === "probe" && rejected !== pr.next - 1) ||
+        pr.state === "snapshot";
+      if (stale) return;
+      let next = m.hintIndex;
+      if (m.hintTerm > 0) {
+        // If we hold entries of the follower's conflicting term, resume just after our last one of it.
+        const ourLast = this.lastIndexOfTerm(m.hintTerm, rejected);
+        if (ourLast !== undefined) next = ourLast + 1;
+      }
+      next = Math.max(pr.match + 1, Math.min(next, rejected));
+      this.toProbe(pr, next);
+      this.sendAppend(m.from, pr);
+      return;
+    }
+    if (m.matchIndex > pr.match) {
+      pr.match = m.matchIndex;
+      pr.stallTicks = 0;
+      if (pr.next <= pr.match) pr.next = pr.match + 1;
+      while (pr.inflight.length && pr.inflight[0]! <= pr.match) pr.inflight.shift();
+      if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot)) {
+        pr.state = "replicate";
+        pr.inflight = [];
+        pr.probeSent = false;
+      }
+      if (this.maybeCommit()) this.pendingAppendBroadcast = true;
+    } else if (pr.state === "probe") {
+      pr.probeSent = false;
+    }
+    this.sendAppendsWhileOpen(m.from, pr);
+  }
+
+  private lastIndexOfTerm(term: number, atOrBelow: number): number | undefined {
+    for (let i = Math.min(atOrBelow, this.lastIndex()); i > this.snapIndex; i--) {
+      const t = this.termAt(i)!;
+      if (t === term) return i;
+      if (t < term) return undefined;
+    }
+    return undefined;
+  }
+
+  private toProbe(pr: Progress, next: number): void {
+    pr.state = "probe";
+    pr.next = next;
+    pr.inflight = [];
+    pr.probeSent = false;
+    pr.stallTicks = 0;
+  }
+
+  /** Commit the highest index a majority holds, if it is of the current term. Returns true if it moved. */
+  private maybeCommit(): boolean {
+    const matches = [this.stableIndex];
+    for (const pr of this.progress.values()) matches.push(pr.match);
+    matches.sort((a, b) => b - a);
+    const candidate = matches[this.quorum() - 1]!;
+    // Only entries of the current term are committed by counting replicas (Raft paper, figure 8).
+    if (candidate > this.commit && this.termAt(candidate) === this.term) {
+      this.commit = candidate;
+      if (this.readsAwaitingCommit.length) {
+        const waiting = this.readsAwaitingCommit;
+        this.readsAwaitingCommit = [];
+        for (const ctx of waiting) this.addPendingRead(ctx);
+      }
+      return true;
+    }
+    return false;
+  }
+
+  private confirmReads(): void {
+    while (this.pendingReads.length) {
+      const r = this.pendingReads[0]!;
+      let acks = 1;
+      for (const pr of this.progress.values()) if (pr.readRoundAcked >= r.round) acks++;
+      if (acks < this.quorum()) return;
+      this.pendingReads.shift();
+      this.readStates.push({ index: r.index, ctx: r.ctx });
+    }
+  }
+
+  // ---- sending --------------------------------------------------------------------------
+
+  private send(m: Message): void {
+    this.msgs.push(m);
+  }
+
+  private isPaused(pr: Progress): boolean {
+    switch (pr.state) {
+      case "probe":
+        return pr.probeSent;
+      case "replicate":
+        return pr.inflight.length >= this.cfg.maxInflight;
+      case "snapshot":
+        return true;
+    }
+  }
+
+  private sendAppendsWhileOpen(peer: NodeId, pr: Progress): void {
+    while (!this.isPaused(pr) && pr.next <= this.lastIndex()) {
+      if (!this.sendAppend(peer, pr)) break;
+    }
+  }
+
+  /** Send entries from pr.next (or a snapshot when they are compacted). Returns false if nothing was sent. */
+  private sendAppend(peer: NodeId, pr: Progress, allowEmpty = false): boolean {
+    if (this.isPaused(pr)) return false;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.termAt(prevIndex);
+    if (prevTerm === undefined || pr.next < this.firstIndex()) {
+      // What the follower needs is compacted away: send the snapshot (the runtime attaches its bytes).
+      pr.state = "snapshot";
+      pr.pendingSnapshot = this.snapIndex;
+      pr.stallTicks = 0;
+      pr.inflight = [];
+      this.send({ type: "snap", from: this.id, to: peer, term: this.term, snapshot: { index: this.snapIndex, term: this.snapTerm } });
+      return true;
+    }
+    const entries: Entry[] = [];
+    let bytes = 0;
+    for (let i = pr.next; i <= this.lastIndex() && entries.length < this.cfg.maxEntriesPerAppend; i++) {
+      const e = this.entryAt(i)!;
+      if (entries.length > 0 && bytes + e.data.length > this.cfg.maxBytesPerAppend) break;
+      entries.push(e);
+      bytes += e.data.length;
+    }
+    if (entries.length === 0 && !allowEmpty) return false;
+    this.send({
+      type: "app",
+      from: this.id,
+      to: peer,
+      term: this.term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit: this.commit,
+      readRound: this.readRound,
+    });
+    if (entries.length) {
+      const last = entries[entries.length - 1]!.index;
+      if (pr.state === "replicate") {
+        pr.inflight.push(last);
+        pr.next = last + 1;
+      } else {
+        pr.probeSent = true;
+      }
+    } else if (pr.state === "probe") {
+      pr.probeSent = true;
+    }
+    return true;
+  }
+
+  /** A heartbeat carries the commit index (bounded by what the follower holds) and the ReadIndex round. */
+  private sendHeartbeat(peer: NodeId, pr: Progress): void {
+    if (pr.state !== "snapshot" && !this.isPaused(pr) && pr.next <= this.lastIndex()) {
+      if (this.sendAppend(peer, pr)) return;
+    }
+    const prevIndex = pr.match;
+    const prevTerm = this.termAt(prevIndex);
+    if (prevTerm === undefined) {
+      if (pr.state !== "snapshot") this.sendAppend(peer, pr, true);
+      return;
+    }
+    this.send({
+      type: "app",
+      from: this.id,
+      to: peer,
+      term: this.term,
+      prevIndex,
+      prevTerm,
+      entries: [],
+      commit: Math.min(this.commit, pr.match),
+      readRound: this.readRound,
+    });
+  }
+
+  private flushLeaderOutput(): void {
+    if (this.role !== "leader") return;
+    if (this.readRoundRequested) {
+      // One heartbeat round confirms every read that arrived since the last round.
+      this.readRoundRequested = false;
+      this.readRound++;
+      for (const [peer, pr] of this.progress) this.sendHeartbeat(peer, pr);
+      this.pendingAppendBroadcast = false;
+      return;
+    }
+    if (this.pendingAppendBroadcast) {
+      this.pendingAppendBroadcast = false;
+      for (const [peer, pr] of this.progress) {
+        if (pr.next <= this.lastIndex()) this.sendAppendsWhileOpen(peer, pr);
+        else if (pr.state !== "snapshot") this.sendHeartbeat(peer, pr);
+      }
+    }
+  }
+
+  // ---- output ---------------------------------------------------------------------------
+
+  hasReady(): boolean {
+    if (this.readRoundRequested || this.pendingAppendBroadcast) return true;
+    const hs = this.persistedHardState;
+    return (
+      this.msgs.length > 0 ||
+      this.readStates.length > 0 ||
+      this.readFailures.length > 0 ||
+      this.pendingSnapshot !== null ||
+      this.lastIndex() > this.stableIndex ||
+      this.unstableFrom !== Infinity ||
+      this.commit > this.applied ||
+      hs.term !== this.term ||
+      hs.vote !== this.vote ||
+      hs.commit !== this.commit
+    );
+  }
+
+  /** Collect what the runtime must do. Must be followed by advance() before any other input. */
+  ready(): Ready {
+    assert(!this.readyOutstanding, "ready() called twice without advance()");
+    this.flushLeaderOutput();
+    const hs = this.hardState();
+    const p = this.persistedHardState;
+    const hardStateChanged = hs.term !== p.term || hs.vote !== p.vote || hs.commit !== p.commit;
+    const from = Math.min(this.unstableFrom, this.stableIndex + 1);
+    const applyFrom = Math.max(this.applied, this.pendingSnapshot?.index ?? 0) + 1;
+    const rd: Ready = {
+      hardState: hardStateChanged ? hs : null,
+      entries: this.slice(from, this.lastIndex()),
+      snapshot: this.pendingSnapshot,
+      messages: this.msgs,
+      committed: this.slice(applyFrom, this.commit),
+      readStates: this.readStates,
+      readFailures: this.readFailures,
+    };
+    this.msgs = [];
+    this.readStates = [];
+    this.readFailures = [];
+    this.readyOutstanding = true;
+    return rd;
+  }
+
+  /** The runtime has persisted, sent and applied everything in `rd`. */
+  advance(rd: Ready): void {
+    assert(this.readyOutstanding, "advance() without ready()");
+    this.readyOutstanding = false;
+    if (rd.hardState) this.persistedHardState = rd.hardState;
+    if (rd.snapshot) {
+      this.applied = Math.max(this.applied, rd.snapshot.index);
+      this.pendingSnapshot = null;
+    }
+    if (rd.entries.length) {
+      this.stableIndex = Math.max(this.stableIndex, rd.entries[rd.entries.length - 1]!.index);
+    }
+    this.unstableFrom = Infinity;
+    if (rd.committed.length) this.applied = rd.committed[rd.committed.length - 1]!.index;
+    if (this.role === "leader" && rd.entries.length && this.maybeCommit()) this.pendingAppendBroadcast = true;
+  }
+
+  /** The state machine was snapshotted at `index` (<= applied): drop the log up to it. */
+  compact(index: number): void {
+    assert(index <= this.applied, `cannot compact beyond applied (${index} > ${this.applied})`);
+    if (index <= this.snapIndex) return;
+    const term = this.termAt(index)!;
+    this.entries = this.entries.slice(index - this.snapIndex);
+    this.snapIndex = index;
+    this.snapTerm = term;
+  }
+
+  /** The runtime reports whether a snapshot it was sending to `peer` got there. */
+  reportSnapshot(peer: NodeId, ok: boolean): void {
+    const pr = this.progress.get(peer);
+    if (!pr || pr.state !== "snapshot") return;
+    if (!ok) this.toProbe(pr, pr.match + 1);
+    // On success, wait for the follower's append response to move to replicate.
+  }
+
+  /** Ask for an election now (tests, and operators who want this node to lead). */
+  campaignNow(): void {
+    if (this.role !== "leader") this.campaign(this.cfg.preVote);
+  }
+}
