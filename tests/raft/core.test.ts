@@ -1,0 +1,366 @@
+// One test per protocol rule. Each drives RaftCore by hand, so the rule it names is the only thing
+// that can make it pass.
+import { describe, expect, test } from "bun:test";
+import { RaftCore, type InitialState } from "../../src/raft/core";
+import { NONE, type Entry, type Message, type Ready } from "../../src/raft/types";
+import { mulberry32 } from "./sim";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+
+function node(id: number, voters = [1, 2, 3], init?: InitialState, opts: { preVote?: boolean; checkQuorum?: boolean } = {}) {
+  return new RaftCore({ id, voters, electionTicks: 10, heartbeatTicks: 1, rng: mulberry32(id), ...opts }, init);
+}
+
+function entries(...terms: number[]): Entry[] {
+  return terms.map((term, i) => ({ index: i + 1, term, data: enc(`e${i + 1}`) }));
+}
+
+function init(term: number, log: Entry[], commit = 0): InitialState {
+  return { hardState: { term, vote: NONE, commit }, entries: log, snapshot: null };
+}
+
+/** Collect every Ready (as the runtime would after persisting) and return them. */
+function drain(n: RaftCore): Ready[] {
+  const out: Ready[] = [];
+  while (n.hasReady()) {
+    const rd = n.ready();
+    out.push(rd);
+    n.advance(rd);
+  }
+  return out;
+}
+
+let readsSeen: { node: number; ctx: number; index: number }[] = [];
+
+function msgs(n: RaftCore): Message[] {
+  const rds = drain(n);
+  for (const r of rds) for (const s of r.readStates) readsSeen.push({ node: n.id, ...s });
+  return rds.flatMap((r) => r.messages);
+}
+
+/** Deliver messages among `nodes` until quiet (optionally dropping some); returns confirmed reads. */
+function exchange(nodes: Map<number, RaftCore>, first: Message[], drop: (m: Message) => boolean = () => false) {
+  readsSeen = [];
+  let queue = first;
+  while (queue.length) {
+    const next: Message[] = [];
+    for (const m of queue) {
+      if (drop(m)) continue;
+      const to = nodes.get(m.to);
+      if (!to) continue;
+      to.step(m);
+      next.push(...msgs(to));
+    }
+    queue = next;
+  }
+  return readsSeen;
+}
+
+function cluster(ids = [1, 2, 3], opts = {}) {
+  const nodes = new Map(ids.map((id) => [id, node(id, ids, undefined, opts)] as const));
+  return nodes;
+}
+
+function electFirst(nodes: Map<number, RaftCore>, id: number, drop?: (m: Message) => boolean): RaftCore {
+  const n = nodes.get(id)!;
+  n.campaignNow();
+  exchange(nodes, msgs(n), drop);
+  return n;
+}
+
+describe("elections", () => {
+  test("a node that times out pre-votes, then campaigns, and wins with a majority", () => {
+    const nodes = cluster();
+    const n1 = nodes.get(1)!;
+    let out: Message[] = [];
+    for (let i = 0; i < 20 && out.length === 0; i++) {
+      n1.tick();
+      out = msgs(n1);
+    }
+    expect(n1.role).toBe("precandidate");
+    expect(n1.term).toBe(0); // pre-vote does not raise the term
+    expect(out.every((m) => m.type === "vote" && m.preVote && m.term === 1)).toBe(true);
+    exchange(nodes, out);
+    expect(n1.role).toBe("leader");
+    expect(n1.term).toBe(1);
+    expect(nodes.get(2)!.leader).toBe(1);
+    expect(nodes.get(3)!.leader).toBe(1);
+  });
+
+  test("a new leader appends a no-op of its own term", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    const last = n1.entryAt(n1.lastIndex())!;
+    expect(last.term).toBe(1);
+    expect(last.data.length).toBe(0);
+    expect(n1.commit).toBe(1);
+  });
+
+  test("a node grants one vote per term", () => {
+    const n = node(1);
+    n.step({ type: "vote", from: 2, to: 1, term: 1, preVote: false, lastLogIndex: 0, lastLogTerm: 0 });
+    n.step({ type: "vote", from: 3, to: 1, term: 1, preVote: false, lastLogIndex: 0, lastLogTerm: 0 });
+    const resps = msgs(n).filter((m) => m.type === "voteResp");
+    expect(resps.map((m) => [m.to, m.type === "voteResp" && m.granted])).toEqual([
+      [2, true],
+      [3, false],
+    ]);
+  });
+
+  test("a node refuses a candidate whose log is behind its own", () => {
+    const n = node(1, [1, 2, 3], init(2, entries(1, 2)));
+    n.step({ type: "vote", from: 2, to: 1, term: 3, preVote: false, lastLogIndex: 5, lastLogTerm: 1 });
+    n.step({ type: "vote", from: 3, to: 1, term: 4, preVote: false, lastLogIndex: 1, lastLogTerm: 2 });
+    const resps = msgs(n).filter((m) => m.type === "voteResp");
+    expect(resps.every((m) => m.type === "voteResp" && !m.granted)).toBe(true);
+    expect(n.vote).toBe(NONE);
+  });
+
+  test("pre-vote: a node cut off from the cluster does not raise its term", () => {
+    const n = node(1);
+    for (let i = 0; i < 200; i++) {
+      n.tick();
+      drain(n); // its messages go nowhere
+    }
+    expect(n.term).toBe(0);
+    const plain = node(1, [1, 2, 3], undefined, { preVote: false });
+    for (let i = 0; i < 200; i++) {
+      plain.tick();
+      drain(plain);
+    }
+    expect(plain.term).toBeGreaterThan(0); // what pre-vote prevents
+  });
+
+  test("leader lease: a follower hearing from its leader ignores a higher-term campaign", () => {
+    const nodes = cluster();
+    electFirst(nodes, 1);
+    const n2 = nodes.get(2)!;
+    const termBefore = n2.term;
+    n2.step({ type: "vote", from: 3, to: 2, term: termBefore + 5, preVote: false, lastLogIndex: 100, lastLogTerm: 100 });
+    expect(n2.term).toBe(termBefore);
+    expect(n2.leader).toBe(1);
+    expect(msgs(n2).some((m) => m.type === "voteResp")).toBe(false);
+  });
+
+  test("check-quorum: a leader that cannot reach a majority steps down", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    for (let i = 0; i < 25; i++) {
+      n1.tick();
+      drain(n1); // nobody answers
+    }
+    expect(n1.role).toBe("follower");
+    expect(n1.leader).toBe(NONE);
+  });
+
+  test("any message with a higher term turns a leader into a follower of that term", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    n1.step({ type: "appResp", from: 2, to: 1, term: 7, success: false, matchIndex: 0, hintIndex: 0, hintTerm: 0, readRound: 0 });
+    expect(n1.role).toBe("follower");
+    expect(n1.term).toBe(7);
+  });
+});
+
+describe("replication", () => {
+  test("an entry commits once a majority holds it and is then applied", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    const at = n1.propose(enc("x"))!;
+    const rds = drain(n1);
+    // The leader persists its own entry in the same Ready that sends it.
+    expect(rds[0]!.entries.map((e) => e.index)).toContain(at.index);
+    exchange(nodes, rds.flatMap((r) => r.messages), (m) => m.to === 3 || m.from === 3);
+    expect(n1.commit).toBe(at.index);
+    expect(n1.applied).toBe(at.index);
+  });
+
+  test("figure 8: a leader does not commit an earlier term's entry by counting replicas", () => {
+    // Node 1 holds entry 2 from term 2 (never committed) and becomes leader in term 3.
+    const n1 = node(1, [1, 2, 3], init(2, entries(1, 2), 1));
+    n1.campaignNow();
+    drain(n1);
+    n1.step({ type: "voteResp", from: 2, to: 1, term: 3, preVote: true, granted: true });
+    drain(n1);
+    n1.step({ type: "voteResp", from: 2, to: 1, term: 3, preVote: false, granted: true });
+    expect(n1.role).toBe("leader");
+    drain(n1);
+    // Node 2 reports it holds index 2 (the old-term entry) but not yet the new no-op at 3.
+    n1.step({ type: "appResp", from: 2, to: 1, term: 3, success: true, matchIndex: 2, hintIndex: 0, hintTerm: 0, readRound: 0 });
+    drain(n1);
+    expect(n1.commit).toBe(1); // a majority holds entry 2, but it is of term 2: not committed
+    n1.step({ type: "appResp", from: 2, to: 1, term: 3, success: true, matchIndex: 3, hintIndex: 0, hintTerm: 0, readRound: 0 });
+    drain(n1);
+    expect(n1.commit).toBe(3); // the no-op of term 3 commits, and entry 2 with it
+  });
+
+  test("a follower rejects a mismatched append with a hint that skips a whole term", () => {
+    const f = node(2, [1, 2, 3], init(2, entries(1, 1, 1, 2, 2, 2, 2)));
+    f.step({ type: "app", from: 1, to: 2, term: 3, prevIndex: 7, prevTerm: 3, entries: [], commit: 0, readRound: 0 });
+    const r = msgs(f).find((m) => m.type === "appResp")!;
+    expect(r).toMatchObject({ success: false, matchIndex: 7, hintTerm: 2, hintIndex: 4 });
+  });
+
+  test("the leader backs up a term at a time, not an entry at a time", () => {
+    // Follower 2 has 40 entries of term 2 that the leader never had; the leader has term 3 from 2 on.
+    const followerLog = entries(1, ...Array(40).fill(2));
+    const leaderLog = entries(1, ...Array(10).fill(3));
+    const n1 = node(1, [1, 2, 3], init(3, leaderLog, 1));
+    const n2 = node(2, [1, 2, 3], init(3, followerLog, 1));
+    const n3 = node(3, [1, 2, 3], init(3, leaderLog, 1));
+    const nodes = new Map([
+      [1, n1],
+      [2, n2],
+      [3, n3],
+    ]);
+    n1.campaignNow();
+    let appendsTo2 = 0;
+    exchange(nodes, msgs(n1), (m) => {
+      if (m.type === "app" && m.to === 2) appendsTo2++;
+      return false;
+    });
+    expect(n2.lastIndex()).toBe(n1.lastIndex());
+    expect(n2.termAt(2)).toBe(3);
+    expect(appendsTo2).toBeLessThanOrEqual(4);
+  });
+
+  test("a late, shorter append never truncates entries a newer append delivered", () => {
+    const f = node(2);
+    const log = entries(1, 1, 1, 1, 1);
+    f.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, entries: log, commit: 0, readRound: 0 });
+    drain(f);
+    f.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, entries: log.slice(0, 3), commit: 0, readRound: 0 });
+    const rds = drain(f);
+    expect(f.lastIndex()).toBe(5);
+    expect(rds.flatMap((r) => r.entries)).toEqual([]); // nothing rewritten on disk either
+  });
+
+  test("a real conflict truncates the follower's suffix and the Ready says to rewrite from there", () => {
+    const f = node(2, [1, 2, 3], init(1, entries(1, 1, 1, 1, 1)));
+    const fresh: Entry[] = [
+      { index: 3, term: 2, data: enc("n3") },
+      { index: 4, term: 2, data: enc("n4") },
+    ];
+    f.step({ type: "app", from: 1, to: 2, term: 2, prevIndex: 2, prevTerm: 1, entries: fresh, commit: 0, readRound: 0 });
+    const rds = drain(f);
+    expect(f.lastIndex()).toBe(4);
+    expect(rds[0]!.entries.map((e) => [e.index, e.term])).toEqual([
+      [3, 2],
+      [4, 2],
+    ]);
+  });
+
+  test("persist before send: a vote and an acknowledgement travel in the Ready that persists them", () => {
+    const f = node(2);
+    f.step({ type: "vote", from: 1, to: 2, term: 1, preVote: false, lastLogIndex: 0, lastLogTerm: 0 });
+    const rd = f.ready();
+    expect(rd.hardState).toEqual({ term: 1, vote: 1, commit: 0 });
+    expect(rd.messages.some((m) => m.type === "voteResp" && m.granted)).toBe(true);
+    f.advance(rd);
+    f.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, entries: entries(1), commit: 0, readRound: 0 });
+    const rd2 = f.ready();
+    expect(rd2.entries.map((e) => e.index)).toEqual([1]);
+    expect(rd2.messages.find((m) => m.type === "appResp")).toMatchObject({ success: true, matchIndex: 1 });
+    f.advance(rd2);
+  });
+
+  test("a leader counts its own entries only once they are on its disk", () => {
+    const n = node(1, [1]);
+    n.campaignNow();
+    const rd = n.ready();
+    expect(n.role).toBe("leader");
+    expect(n.commit).toBe(0); // the no-op is not yet persisted
+    n.advance(rd);
+    expect(n.commit).toBe(1);
+  });
+
+  test("a follower whose next entry was compacted away is sent a snapshot", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1, (m) => m.to === 3 || m.from === 3);
+    for (let i = 0; i < 5; i++) n1.propose(enc(`v${i}`));
+    exchange(nodes, msgs(n1), (m) => m.to === 3 || m.from === 3);
+    n1.compact(n1.applied);
+    n1.tick();
+    const out = msgs(n1);
+    const snap = out.find((m) => m.type === "snap" && m.to === 3);
+    expect(snap).toMatchObject({ type: "snap", snapshot: { index: n1.applied } });
+  });
+});
+
+describe("ReadIndex", () => {
+  test("a read is confirmed only after a majority acknowledges the leader", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    expect(n1.readIndex(42)).toBe(true);
+    const rd = n1.ready();
+    n1.advance(rd);
+    expect(rd.readStates).toEqual([]); // not yet: no heartbeat answered
+    const beats = rd.messages.filter((m) => m.type === "app");
+    expect(beats.length).toBe(2);
+    nodes.get(2)!.step(beats.find((m) => m.to === 2)!);
+    for (const m of msgs(nodes.get(2)!)) n1.step(m);
+    const confirmed = drain(n1).flatMap((r) => r.readStates.map((s) => s.ctx));
+    expect(confirmed).toEqual([42]);
+  });
+
+  test("in a 5-node cluster one acknowledgement is not a majority", () => {
+    const nodes = cluster([1, 2, 3, 4, 5]);
+    const n1 = electFirst(nodes, 1);
+    n1.readIndex(9);
+    const beats = msgs(n1).filter((m) => m.type === "app");
+    const answer = (peer: number) => {
+      nodes.get(peer)!.step(beats.find((m) => m.to === peer)!);
+      for (const m of msgs(nodes.get(peer)!)) n1.step(m);
+      return drain(n1).flatMap((r) => r.readStates.map((s) => s.ctx));
+    };
+    expect(answer(2)).toEqual([]);
+    expect(answer(3)).toEqual([9]);
+  });
+
+  test("reads that arrive together share one heartbeat round", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    for (let ctx = 1; ctx <= 10; ctx++) n1.readIndex(ctx);
+    const rd = n1.ready();
+    n1.advance(rd);
+    expect(rd.messages.filter((m) => m.type === "app").length).toBe(2);
+    const reads = exchange(nodes, rd.messages);
+    expect(reads.map((r) => r.ctx).sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
+  test("a leader cut off from the majority never confirms a read, and fails it when it steps down", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    n1.readIndex(7);
+    const got: number[] = [];
+    const failed: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      n1.tick();
+      for (const rd of drain(n1)) {
+        got.push(...rd.readStates.map((s) => s.ctx));
+        failed.push(...rd.readFailures.map((f) => f.ctx));
+      }
+    }
+    expect(got).toEqual([]);
+    expect(failed).toEqual([7]);
+  });
+
+  test("a new leader holds reads until an entry of its term commits", () => {
+    const nodes = cluster();
+    const n1 = nodes.get(1)!;
+    n1.campaignNow();
+    // Win the election but let no append through yet.
+    exchange(nodes, msgs(n1), (m) => m.type === "app");
+    expect(n1.role).toBe("leader");
+    expect(n1.commit).toBe(0);
+    n1.readIndex(5);
+    const rd = n1.ready();
+    n1.advance(rd);
+    expect(rd.readStates).toEqual([]);
+    n1.tick();
+    const states = exchange(nodes, msgs(n1)).map((r) => r.index);
+    expect(n1.commit).toBeGreaterThanOrEqual(1);
+    expect(states.length).toBe(1);
+    expect(states[0]).toBeGreaterThanOrEqual(1); // at least the no-op's index, never the stale 0
+  });
+});
