@@ -1,0 +1,243 @@
+// The raftkv client library: finds the leader, follows redirects, retries with the same request id so
+// a retried write is applied at most once, and fails with a clear error when no quorum answers.
+//
+//   const c = new RaftKvClient({ endpoints: ["127.0.0.1:7001", "127.0.0.1:7002"] });
+//   await c.put("10", "42");
+//   const kv = await c.get("10");        // linearizable; { serializable: true } for a local read
+//   await c.delete("10");
+//   c.close();
+
+import { formatAddr, parseEndpoint } from "../config";
+import type { Command, DelResult, KeyValue, PutResult, RangeRequest, RangeResult, TxnCommand, TxnResult } from "../kv/types";
+import { dialFrames, type FramedConn } from "../net";
+import type { ClientOp, ErrorCode, NodeStatus, ResponseFrame } from "../protocol";
+
+export type Bytes = string | Uint8Array;
+
+export interface ClientOptions {
+  /** "host:port" of any cluster nodes; the client finds the leader itself. */
+  endpoints: string[];
+  /** Total time for one call, retries included. Default 5000 ms. */
+  timeoutMs?: number;
+  /** Identifies this client's session for exactly-once writes. Default: a random UUID. */
+  clientId?: string;
+}
+
+/** Codes a caller may see: the server's, plus NO_QUORUM and TIMEOUT from the client's retry loop. */
+export class RaftKvError extends Error {
+  constructor(
+    readonly code: ErrorCode | "NO_QUORUM" | "UNAVAILABLE",
+    message: string,
+  ) {
+    super(message);
+    this.name = "RaftKvError";
+  }
+}
+
+const RETRYABLE = new Set(["NOT_LEADER", "NO_LEADER", "LEADERSHIP_LOST", "TOO_BUSY", "SHUTTING_DOWN", "CONNECTION"]);
+const ATTEMPT_TIMEOUT_MS = 2000;
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+export const toBytes = (b: Bytes): Uint8Array => (typeof b === "string" ? te.encode(b) : b);
+export const toText = (b: Uint8Array): string => td.decode(b);
+
+interface Conn {
+  conn: FramedConn;
+  pending: Map<number, { resolve: (r: ResponseFrame) => void; reject: (e: Error) => void }>;
+}
+
+export class RaftKvClient {
+  readonly endpoints: string[];
+  readonly timeoutMs: number;
+  readonly clientId: string;
+  private seq = 0;
+  private nextId = 1;
+  private leader: string | null = null;
+  private rr = 0;
+  private readonly conns = new Map<string, Promise<Conn>>();
+  private closed = false;
+
+  constructor(opts: ClientOptions) {
+    if (!opts.endpoints.length) throw new RaftKvError("BAD_REQUEST", "no endpoints given");
+    this.endpoints = opts.endpoints.map((e) => formatAddr(parseEndpoint(e)));
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.clientId = opts.clientId ?? crypto.randomUUID();
+  }
+
+  // ---- the public API -------------------------------------------------------------------
+
+  /** Store value under key. Resolves once a majority has it on disk. */
+  async put(key: Bytes, value: Bytes, opts: { lease?: number } = {}): Promise<PutResult> {
+    return (await this.write({ op: "put", key: toBytes(key), value: toBytes(value), ...(opts.lease ? { lease: opts.lease } : {}) })) as PutResult;
+  }
+
+  /** The key's value and metadata, or null if it does not exist. */
+  async get(key: Bytes, opts: { serializable?: boolean } = {}): Promise<KeyValue | null> {
+    const r = await this.range({ key: toBytes(key) }, opts);
+    return r.kvs[0] ?? null;
+  }
+
+  async range(range: RangeRequest, opts: { serializable?: boolean } = {}): Promise<RangeResult> {
+    return (await this.call({ op: "range", range, serializable: opts.serializable ?? false })) as RangeResult;
+  }
+
+  /** Delete a key (or, with prefix, every key under it). Resolves with how many were deleted. */
+  async delete(key: Bytes, opts: { prefix?: boolean } = {}): Promise<DelResult> {
+    return (await this.write({ op: "del", key: toBytes(key), ...(opts.prefix ? { prefix: true } : {}) })) as DelResult;
+  }
+
+  async txn(txn: Omit<TxnCommand, "op">): Promise<TxnResult> {
+    return (await this.write({ op: "txn", ...txn })) as TxnResult;
+  }
+
+  /** Status of one node (every endpoint when called through statusAll). */
+  async status(endpoint: string): Promise<NodeStatus> {
+    const addr = formatAddr(parseEndpoint(endpoint));
+    const deadline = Date.now() + this.timeoutMs;
+    const res = await this.attempt(addr, { op: "status" }, deadline);
+    if (!res.ok) throw new RaftKvError(res.code, res.message);
+    return res.result as NodeStatus;
+  }
+
+  /** Status of every endpoint; unreachable ones are reported with the error. */
+  async statusAll(): Promise<{ endpoint: string; status?: NodeStatus; error?: string }[]> {
+    return Promise.all(
+      this.endpoints.map(async (endpoint) => {
+        try {
+          return { endpoint, status: await this.status(endpoint) };
+        } catch (err) {
+          return { endpoint, error: (err as Error).message };
+        }
+      }),
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const p of this.conns.values()) {
+      p.then((c) => c.conn.close(), () => {});
+    }
+    this.conns.clear();
+  }
+
+  // ---- the retry loop -------------------------------------------------------------------
+
+  /** A write carries (clientId, seq); every retry of it reuses them, so it applies at most once. */
+  write(cmd: Command): Promise<unknown> {
+    const seq = ++this.seq;
+    return this.call({ op: "write", cmd, clientId: this.clientId, seq });
+  }
+
+  private async call(op: ClientOp): Promise<unknown> {
+    if (this.closed) throw new RaftKvError("BAD_REQUEST", "client is closed");
+    const deadline = Date.now() + this.timeoutMs;
+    let lastCode = "";
+    let lastMessage = "";
+    let backoff = 20;
+    let redirects = 0;
+    const tried = new Set<string>();
+    while (Date.now() < deadline) {
+      const target = this.leader ?? this.endpoints[this.rr++ % this.endpoints.length]!;
+      tried.add(target);
+      let res: ResponseFrame;
+      try {
+        res = await this.attempt(target, op, deadline);
+      } catch (err) {
+        if (this.leader === target) this.leader = null;
+        lastCode = "CONNECTION";
+        lastMessage = `${target}: ${(err as Error).message}`;
+        if (tried.size >= this.endpoints.length) await this.pause(backoff, deadline), (backoff = Math.min(backoff * 2, 200));
+        continue;
+      }
+      if (res.ok) {
+        this.leader = target;
+        return res.result;
+      }
+      lastCode = res.code;
+      lastMessage = res.message;
+      if (!RETRYABLE.has(res.code)) throw new RaftKvError(res.code, res.message);
+      if (res.code === "NOT_LEADER" && res.leader && redirects++ < 3) {
+        // Follow the redirect at once; after a few in a row, views disagree: back off.
+        this.leader = res.leader.addr;
+        continue;
+      }
+      redirects = 0;
+      this.leader = null;
+      await this.pause(backoff, deadline);
+      backoff = Math.min(backoff * 2, 200);
+    }
+    if (lastCode === "NO_LEADER") throw new RaftKvError("NO_QUORUM", lastMessage);
+    if (lastCode === "CONNECTION") {
+      throw new RaftKvError("UNAVAILABLE", `no quorum: no node answered within ${this.timeoutMs} ms (last error: ${lastMessage})`);
+    }
+    if (lastCode) throw new RaftKvError("TIMEOUT", `timed out after ${this.timeoutMs} ms: ${lastMessage}`);
+    throw new RaftKvError("TIMEOUT", `no quorum: no answer within ${this.timeoutMs} ms (the leader may have lost its majority)`);
+  }
+
+  private pause(ms: number, deadline: number): Promise<void> {
+    return Bun.sleep(Math.max(0, Math.min(ms, deadline - Date.now())));
+  }
+
+  private async attempt(addr: string, op: ClientOp, deadline: number): Promise<ResponseFrame> {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw new Error("timed out");
+    const c = await this.connect(addr, Math.min(remaining, ATTEMPT_TIMEOUT_MS));
+    const id = this.nextId++;
+    return new Promise<ResponseFrame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        c.pending.delete(id);
+        reject(new Error(`no answer within ${Math.min(remaining, ATTEMPT_TIMEOUT_MS)} ms`));
+      }, Math.min(remaining, ATTEMPT_TIMEOUT_MS));
+      c.pending.set(id, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      if (!c.conn.send({ k: "req", id, ...op })) {
+        c.pending.delete(id);
+        clearTimeout(timer);
+        reject(new Error("connection closed"));
+      }
+    });
+  }
+
+  private connect(addr: string, timeoutMs: number): Promise<Conn> {
+    const existing = this.conns.get(addr);
+    if (existing) return existing;
+    const { host, port } = parseEndpoint(addr);
+    const pending: Conn["pending"] = new Map();
+    const p = dialFrames(
+      host,
+      port,
+      {
+        onFrame: (_conn, value) => {
+          const res = value as ResponseFrame;
+          const waiter = pending.get(res.id);
+          if (!waiter) return;
+          pending.delete(res.id);
+          waiter.resolve(res);
+        },
+        onClose: () => {
+          this.conns.delete(addr);
+          for (const w of pending.values()) w.reject(new Error("connection lost"));
+          pending.clear();
+        },
+      },
+      timeoutMs,
+    ).then(
+      (conn) => ({ conn, pending }),
+      (err: Error) => {
+        this.conns.delete(addr);
+        throw err;
+      },
+    );
+    this.conns.set(addr, p);
+    return p;
+  }
+}

@@ -1,0 +1,79 @@
+// The frames clients and peers exchange with a node (each one CBOR value in a length-prefixed frame).
+// Shared by server/ and client/; nothing else of either side leaks across.
+
+import type { Command, RangeRequest } from "./kv/types";
+import type { Message } from "./raft/types";
+
+/** First frame on a peer's outbound connection. */
+export interface HelloFrame {
+  k: "hello";
+  from: number;
+}
+
+/** A Raft message between peers. */
+export interface RaftFrame {
+  k: "raft";
+  m: Message;
+}
+
+/** One chunk of a snapshot a leader streams to a follower that fell behind compaction. */
+export interface SnapChunkFrame {
+  k: "snapChunk";
+  from: number;
+  term: number;
+  index: number;
+  snapTerm: number;
+  offset: number;
+  total: number;
+  data: Uint8Array;
+}
+
+export type ClientOp =
+  | { op: "write"; cmd: Command; clientId?: string; seq?: number }
+  | { op: "range"; range: RangeRequest; serializable?: boolean }
+  | { op: "status" };
+
+export type RequestFrame = { k: "req"; id: number } & ClientOp;
+
+export type ErrorCode =
+  | "NOT_LEADER" // ask `leader` instead
+  | "NO_LEADER" // this node knows no leader: no quorum reachable from here (yet)
+  | "LEADERSHIP_LOST" // the leader stepped down before the outcome was known; retry (same seq)
+  | "TIMEOUT"
+  | "BAD_REQUEST"
+  | "TOO_BUSY"
+  | "SHUTTING_DOWN"
+  | "INTERNAL"
+  | string; // state-machine codes (KEY_TOO_LARGE, ...) pass through
+
+export interface LeaderHint {
+  id: number;
+  addr: string;
+}
+
+export type ResponseFrame =
+  | { k: "res"; id: number; ok: true; result: unknown }
+  | { k: "res"; id: number; ok: false; code: ErrorCode; message: string; leader?: LeaderHint };
+
+export type Frame = HelloFrame | RaftFrame | SnapChunkFrame | RequestFrame | ResponseFrame;
+
+/** What `status` returns for one node. */
+export interface NodeStatus {
+  id: number;
+  addr: string;
+  role: string;
+  term: number;
+  leader: number; // -1 when unknown
+  leaderAddr: string | null;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  snapshotIndex: number;
+  walBytes: number;
+  keys: number;
+  revision: number;
+  uptimeMs: number;
+  version: string;
+}
+
+export const VERSION = "0.1.0";

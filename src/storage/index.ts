@@ -1,0 +1,23 @@
+// Public API of the storage layer: the WAL, snapshot files and the data-dir lock.
+
+export { DataDirLockedError, LOCK_FILE_NAME, lockDataDir, type DataDirLock } from "./lock";
+export {
+  SNAPSHOTS_KEPT,
+  loadLatestSnapshot,
+  snapshotFileName,
+  snapshotFiles,
+  writeSnapshot,
+  writeSnapshotAsync,
+  type SnapshotFile,
+  type StorageLog,
+} from "./snapshot";
+export {
+  WAL_DEFAULT_SEGMENT_BYTES,
+  WAL_MAX_RECORD_PAYLOAD_BYTES,
+  WAL_RECORD_HEADER_BYTES,
+  Wal,
+  WalCorruptError,
+  walSegmentName,
+  type RecoveredState,
+  type WalOptions,
+} from "./wal";

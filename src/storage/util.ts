@@ -1,0 +1,69 @@
+// Small helpers shared by the WAL and the snapshot files.
+
+import * as fs from "node:fs";
+
+const TWO_POW_32 = 0x1_0000_0000;
+
+/** Writes a non-negative safe integer as a little-endian u64. */
+export function setU64(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, value >>> 0, true);
+  view.setUint32(offset + 4, Math.floor(value / TWO_POW_32), true);
+}
+
+/** Reads a little-endian u64; returns NaN when it does not fit a safe integer. */
+export function getU64(view: DataView, offset: number): number {
+  const low = view.getUint32(offset, true);
+  const high = view.getUint32(offset + 4, true);
+  if (high >= 0x20_0000) return Number.NaN; // >= 2^53
+  return high * TWO_POW_32 + low;
+}
+
+/** Writes a safe integer (possibly negative) as a little-endian two's-complement i64. */
+export function setI64(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, value >>> 0, true);
+  view.setInt32(offset + 4, Math.floor(value / TWO_POW_32), true);
+}
+
+/** Reads a little-endian i64; returns NaN when it does not fit a safe integer. */
+export function getI64(view: DataView, offset: number): number {
+  const low = view.getUint32(offset, true);
+  const high = view.getInt32(offset + 4, true);
+  if (high >= 0x20_0000 || high < -0x20_0000) return Number.NaN;
+  return high * TWO_POW_32 + low;
+}
+
+export function crc32(bytes: Uint8Array): number {
+  return Bun.hash.crc32(bytes) >>> 0;
+}
+
+export function errorCode(err: unknown): string | undefined {
+  if (typeof err === "object" && err !== null && "code" in err) {
+    const code = (err as { code: unknown }).code;
+    return typeof code === "string" ? code : undefined;
+  }
+  return undefined;
+}
+
+/** writeSync until every byte is written (a regular file normally takes it all in one call). */
+export function writeAllSync(fd: number, bytes: Uint8Array, position: number): void {
+  let written = 0;
+  while (written < bytes.length) {
+    const n = fs.writeSync(fd, bytes, written, bytes.length - written, position + written);
+    if (n <= 0) throw new Error(`short write: wrote ${written} of ${bytes.length} bytes`);
+    written += n;
+  }
+}
+
+/** fsync a directory so that creates, renames and deletes inside it are durable. */
+export function fsyncDirSync(dir: string): void {
+  const fd = fs.openSync(dir, "r");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export function isSafeIndex(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0;
+}

@@ -1,0 +1,93 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import {
+  loadLatestSnapshot,
+  snapshotFileName,
+  snapshotFiles,
+  writeSnapshot,
+  writeSnapshotAsync,
+} from "../../src/storage";
+import { collectingLog, flipBit, makeTempDir, removeTempDirs } from "./helpers";
+
+afterEach(removeTempDirs);
+
+function snap(index: number, term: number, text: string) {
+  return { index, term, data: new TextEncoder().encode(text) };
+}
+
+function text(data: Uint8Array): string {
+  return new TextDecoder().decode(data);
+}
+
+describe("snapshots", () => {
+  test("write then load round-trips", () => {
+    const dir = makeTempDir();
+    const written = writeSnapshot(dir, snap(10, 2, "ten"));
+    expect(written).toBe(path.join(dir, snapshotFileName(10)));
+    expect(path.basename(written)).toBe("snap-0000000000000010.snap");
+    const loaded = loadLatestSnapshot(dir);
+    expect(loaded?.index).toBe(10);
+    expect(loaded?.term).toBe(2);
+    expect(text(loaded!.data)).toBe("ten");
+  });
+
+  test("an empty snapshot and a missing dir", () => {
+    const dir = makeTempDir();
+    expect(loadLatestSnapshot(path.join(dir, "nope"))).toBeNull();
+    expect(loadLatestSnapshot(dir)).toBeNull();
+    writeSnapshot(dir, snap(1, 1, ""));
+    expect(loadLatestSnapshot(dir)?.data.length).toBe(0);
+  });
+
+  test("keeps only the newest two and loads the newest", () => {
+    const dir = makeTempDir();
+    writeSnapshot(dir, snap(10, 1, "a"));
+    writeSnapshot(dir, snap(20, 1, "b"));
+    writeSnapshot(dir, snap(30, 2, "c"));
+    expect(snapshotFiles(dir).map((file) => file.index)).toEqual([20, 30]);
+    expect(text(loadLatestSnapshot(dir)!.data)).toBe("c");
+  });
+
+  test("a corrupt newest snapshot falls back to the older one, with a warning", () => {
+    for (const damage of ["data", "header", "truncate"] as const) {
+      const dir = makeTempDir();
+      writeSnapshot(dir, snap(20, 1, "older state"));
+      const newest = writeSnapshot(dir, snap(30, 2, "newer state"));
+      if (damage === "data") flipBit(newest, fs.statSync(newest).size - 2, 1);
+      if (damage === "header") flipBit(newest, 9, 0); // inside the index field
+      if (damage === "truncate") fs.truncateSync(newest, fs.statSync(newest).size - 1);
+      const { lines, log } = collectingLog();
+      const loaded = loadLatestSnapshot(dir, log);
+      expect(loaded?.index).toBe(20);
+      expect(text(loaded!.data)).toBe("older state");
+      expect(lines.some((line) => line.level === "warn" && line.msg.includes(newest))).toBe(true);
+    }
+  });
+
+  test("a leftover temp file is ignored and removed", () => {
+    const dir = makeTempDir();
+    writeSnapshot(dir, snap(5, 1, "five"));
+    const leftover = path.join(dir, `${snapshotFileName(9)}.4242.1.tmp`);
+    fs.writeFileSync(leftover, "half a snapshot");
+    expect(snapshotFiles(dir).map((file) => file.index)).toEqual([5]);
+    expect(loadLatestSnapshot(dir, () => {})?.index).toBe(5);
+    expect(fs.existsSync(leftover)).toBe(false);
+  });
+
+  test("the async writer produces the same file and prunes", async () => {
+    const dir = makeTempDir();
+    const data = new Uint8Array(300_000).map((_, i) => (i * 7) & 0xff);
+    await writeSnapshotAsync(dir, { index: 1, term: 1, data: new Uint8Array([1]) });
+    await writeSnapshotAsync(dir, { index: 2, term: 1, data: new Uint8Array([2]) });
+    const written = await writeSnapshotAsync(dir, { index: 3, term: 4, data });
+    const syncDir = makeTempDir();
+    const syncWritten = writeSnapshot(syncDir, { index: 3, term: 4, data });
+    expect(fs.readFileSync(written).equals(fs.readFileSync(syncWritten))).toBe(true);
+    expect(snapshotFiles(dir).map((file) => file.index)).toEqual([2, 3]);
+    const loaded = loadLatestSnapshot(dir);
+    expect(loaded?.term).toBe(4);
+    expect(Buffer.from(loaded!.data).equals(Buffer.from(data))).toBe(true);
+    expect(fs.readdirSync(dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+  });
+});
