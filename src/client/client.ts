@@ -136,6 +136,7 @@ export class RaftKvClient {
     let lastMessage = "";
     let backoff = 20;
     let redirects = 0;
+    let noLeader = ""; // the most telling failure: a live node that cannot see a majority
     const tried = new Set<string>();
     while (Date.now() < deadline) {
       const target = this.leader ?? this.endpoints[this.rr++ % this.endpoints.length]!;
@@ -156,6 +157,7 @@ export class RaftKvClient {
       }
       lastCode = res.code;
       lastMessage = res.message;
+      if (res.code === "NO_LEADER") noLeader = res.message;
       if (!RETRYABLE.has(res.code)) throw new RaftKvError(res.code, res.message);
       if (res.code === "NOT_LEADER" && res.leader && redirects++ < 3) {
         // Follow the redirect at once; after a few in a row, views disagree: back off.
@@ -167,7 +169,7 @@ export class RaftKvClient {
       await this.pause(backoff, deadline);
       backoff = Math.min(backoff * 2, 200);
     }
-    if (lastCode === "NO_LEADER") throw new RaftKvError("NO_QUORUM", lastMessage);
+    if (noLeader) throw new RaftKvError("NO_QUORUM", noLeader);
     if (lastCode === "CONNECTION") {
       throw new RaftKvError("UNAVAILABLE", `no quorum: no node answered within ${this.timeoutMs} ms (last error: ${lastMessage})`);
     }
