@@ -627,6 +627,14 @@ export class RaftCore {
     }
     if (!m.success) {
       const rejected = m.matchIndex;
+      if (rejected === pr.match && pr.match > 0 && m.hintTerm === 0 && m.hintIndex <= pr.match) {
+        // A heartbeat at the index the follower acknowledged was refused: it lost its log (a wiped
+        // data directory). Start over from what it still has, or from a snapshot.
+        pr.match = m.hintIndex - 1;
+        this.toProbe(pr, m.hintIndex);
+        this.sendAppend(m.from, pr);
+        return;
+      }
       const stale =
         (pr.state === "replicate" && rejected <= pr.match) ||
         (pr.state === "probe" && rejected !== pr.next - 1) ||

@@ -320,7 +320,8 @@ export class RaftKvNode {
         // Keep the log back to the previous snapshot on disk (a fallback if the newest is damaged),
         // and a tail of entries in memory so a briefly slow follower needs no snapshot.
         const deleted = this.wal.compact(previous?.index ?? 0);
-        this.core.compact(Math.max(this.core.status().snapshotIndex, applied - CATCH_UP_ENTRIES));
+        const keep = Math.min(CATCH_UP_ENTRIES, this.opts.snapshotEntries);
+        this.core.compact(Math.max(this.core.status().snapshotIndex, applied - keep));
         this.log.info("snapshot written", { index: applied, bytes: snap.data.length, encodeMs: Math.round(encodeMs), segmentsDeleted: deleted });
       })
       .catch((err: Error) => this.log.error("snapshot failed", { reason: err.message }))

@@ -274,6 +274,19 @@ describe("replication", () => {
     expect(n.commit).toBe(1);
   });
 
+  test("a follower that lost its log (wiped disk) is detected by a refused heartbeat and caught up", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    for (let i = 0; i < 5; i++) n1.propose(enc(`v${i}`));
+    exchange(nodes, msgs(n1));
+    expect(nodes.get(3)!.lastIndex()).toBe(6);
+    nodes.set(3, node(3)); // node 3 restarts with an empty disk
+    n1.tick();
+    exchange(nodes, msgs(n1));
+    expect(nodes.get(3)!.lastIndex()).toBe(6);
+    expect(nodes.get(3)!.commit).toBe(6);
+  });
+
   test("a follower whose next entry was compacted away is sent a snapshot", () => {
     const nodes = cluster();
     const n1 = electFirst(nodes, 1, (m) => m.to === 3 || m.from === 3);
