@@ -1,0 +1,58 @@
+// Shared helpers for the kv tests: byte/string conversion and a seeded random generator.
+
+import { KvStore, type ApplyMeta, type ApplyResult, type Command, type CommandResult } from "../../src/kv";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** UTF-8 bytes of a string. */
+export function b(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** String of UTF-8 bytes. */
+export function str(bytes: Uint8Array | undefined): string | undefined {
+  return bytes === undefined ? undefined : decoder.decode(bytes);
+}
+
+/** Deterministic PRNG (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randInt(random: () => number, n: number): number {
+  return Math.floor(random() * n);
+}
+
+/** A store driver that numbers log entries itself. */
+export class Driver {
+  index = 0;
+  constructor(readonly store: KvStore = new KvStore()) {}
+
+  apply(cmd: Command, meta?: ApplyMeta): ApplyResult {
+    const result = this.store.apply(++this.index, cmd, meta);
+    if (result === null) throw new Error("entry unexpectedly ignored");
+    return result;
+  }
+
+  /** Apply and return the result, failing the test if the command failed. */
+  ok(cmd: Command, meta?: ApplyMeta): CommandResult {
+    const result = this.apply(cmd, meta);
+    if (!result.ok) throw new Error(`command failed: ${result.error.code}: ${result.error.message}`);
+    return result.result;
+  }
+
+  /** Apply and return the error code, failing the test if the command succeeded. */
+  err(cmd: Command, meta?: ApplyMeta): string {
+    const result = this.apply(cmd, meta);
+    if (result.ok) throw new Error(`command unexpectedly succeeded: ${JSON.stringify(result.result)}`);
+    return result.error.code;
+  }
+}
