@@ -6,11 +6,14 @@ import cac from "cac";
 import { existsSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { ConfigError, formatAddr, loadNodesConf, type NodeAddr } from "./config";
-import { RaftKvClient, RaftKvError, toText } from "./client/client";
+import { readFileSync } from "node:fs";
+import { RaftKvClient, RaftKvError, toBytes, toText } from "./client/client";
+import { contend, electionPrefix, holder, lockPrefix } from "./client/recipes";
+import { parseTxn, TxnSyntaxError } from "./cli/txn";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "./server/node";
 import { isLogLevel } from "./server/log";
 import { VERSION, type NodeStatus } from "./protocol";
-import type { KeyValue } from "./kv/types";
+import type { DelResult, KeyValue, RangeResult } from "./kv/types";
 
 const cli = cac("raftkv");
 
@@ -21,6 +24,7 @@ interface ClientFlags {
   endpoints?: string;
   config?: string;
   json?: boolean;
+  writeOut?: string;
   timeout?: number;
 }
 
@@ -80,7 +84,8 @@ const clientOptions = (cmd: ReturnType<typeof cli.command>) =>
     .option("--endpoints <list>", "Comma-separated host:port of cluster nodes (else $RAFTKV_ENDPOINTS, else ./nodes.conf)")
     .option("-c, --config <file>", "nodes.conf to read endpoints from", { default: "nodes.conf" })
     .option("--timeout <ms>", "Give up after this long, retries included", { default: 5000 })
-    .option("--json", "Machine-readable output");
+    .option("--json", "Machine-readable output (one JSON document, or one per line when streaming)")
+    .option("-w, --write-out <format>", "simple or json (same as --json)");
 
 // ---- serve ------------------------------------------------------------------------------
 
@@ -93,6 +98,7 @@ cli
   .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
   .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
   .option("--log-format <format>", "text or json", { default: "text" })
+  .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
   .example("raftkv serve 0 nodes.conf")
   .action((idText: string, configPath: string | undefined, flags) =>
     run(async () => {
@@ -116,6 +122,7 @@ cli
           logLevel: flags.logLevel,
           logFormat: flags.logFormat,
           listenHost: flags.listenHost,
+          groupCommit: flags.groupCommit !== false,
         });
       } catch (err) {
         throw new UsageError((err as Error).message);
@@ -133,47 +140,328 @@ cli
 
 // ---- client commands ---------------------------------------------------------------------
 
+function isJson(flags: ClientFlags): boolean {
+  return !!flags.json || flags.writeOut === "json";
+}
+
+function positiveInt(name: string, v: unknown): number {
+  if (!/^\d+$/.test(String(v)) || Number(v) <= 0) throw new UsageError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/** TTLs: "10" or "10s" (seconds, as etcd), "500ms", "2m". */
+function parseTtlMs(v: string): number {
+  const m = /^(\d+)(ms|s|m)?$/.exec(String(v).trim());
+  if (!m || Number(m[1]) <= 0) throw new UsageError(`TTL must look like 10, 10s, 500ms or 2m, got ${JSON.stringify(v)}`);
+  return Number(m[1]) * (m[2] === "ms" ? 1 : m[2] === "m" ? 60_000 : 1000);
+}
+
 clientOptions(cli.command("put <key> <value>", "Store <value> under <key>; prints OK once a majority has it on disk"))
+  .option("--lease <id>", "Attach the key to a lease: it is deleted when the lease expires or is revoked")
   .example("raftkv put 10 42")
-  .action((key: string, value: string, flags: ClientFlags) =>
+  .example("raftkv put service/a 10.0.0.5 --lease 7")
+  .action((key: string, value: string, flags: ClientFlags & { lease?: string }) =>
     run(async () => {
       const c = client(flags);
-      const r = await c.put(String(key), String(value));
-      if (flags.json) printJson({ ok: true, revision: r.revision });
-      else console.log("OK");
+      const lease = flags.lease === undefined ? undefined : positiveInt("--lease", flags.lease);
+      const r = await c.put(String(key), String(value), { lease });
       c.close();
+      if (isJson(flags)) printJson({ ok: true, revision: r.revision });
+      else console.log("OK");
     }),
   );
 
-clientOptions(cli.command("get <key>", "Print the value of <key> (linearizable unless --serializable); exit 1 if missing"))
+clientOptions(cli.command("get <key> [rangeEnd]", "Print the value of <key>, or the keys in [key, rangeEnd); linearizable unless --serializable"))
+  .option("--prefix", "Every key that starts with <key> (\"\" for all keys)")
+  .option("--limit <n>", "At most n keys")
+  .option("--keys-only", "Print keys without values")
+  .option("--count-only", "Print only how many keys match")
   .option("--serializable", "Read the contacted node's local state: faster, possibly stale")
   .example("raftkv get 10")
+  .example("raftkv get 10 --json                # value with create/mod revision and version")
+  .example("raftkv get config/ --prefix --keys-only")
+  .example("raftkv get a c                      # keys from a up to (not including) c")
   .example("raftkv get 10 --serializable --endpoints 127.0.0.1:7002")
-  .action((key: string, flags: ClientFlags & { serializable?: boolean }) =>
+  .action((key: string, rangeEnd: string | undefined, flags: ClientFlags & { serializable?: boolean; prefix?: boolean; limit?: string; keysOnly?: boolean; countOnly?: boolean }) =>
     run(async () => {
+      if (flags.prefix && rangeEnd !== undefined) throw new UsageError("give either --prefix or a range end, not both");
+      const single = !flags.prefix && rangeEnd === undefined;
       const c = client(flags);
-      const kv = await c.get(String(key), { serializable: !!flags.serializable });
+      const r = await c.range(
+        {
+          key: toBytes(String(key)),
+          ...(flags.prefix ? { prefix: true } : {}),
+          ...(rangeEnd !== undefined ? { rangeEnd: toBytes(String(rangeEnd)) } : {}),
+          ...(flags.limit !== undefined ? { limit: positiveInt("--limit", flags.limit) } : {}),
+          ...(flags.keysOnly ? { keysOnly: true } : {}),
+          ...(flags.countOnly ? { countOnly: true } : {}),
+        },
+        { serializable: !!flags.serializable },
+      );
       c.close();
-      if (!kv) {
-        if (flags.json) printJson({ key: String(key), found: false });
-        console.error(`key not found: ${key}`);
-        return 1;
+      if (single && !flags.countOnly) {
+        const kv = r.kvs[0];
+        if (!kv) {
+          if (isJson(flags)) printJson({ key: String(key), found: false, revision: r.revision });
+          console.error(`key not found: ${key}`);
+          return 1;
+        }
+        if (isJson(flags)) printJson({ found: true, ...kvJson(kv), revision: r.revision });
+        else console.log(flags.keysOnly ? toText(kv.key) : toText(kv.value));
+        return;
       }
-      if (flags.json) printJson({ found: true, ...kvJson(kv) });
-      else console.log(toText(kv.value));
+      if (isJson(flags)) {
+        printJson({ revision: r.revision, count: r.count, more: r.more, kvs: r.kvs.map(kvJson) });
+      } else if (flags.countOnly) {
+        console.log(String(r.count));
+      } else {
+        for (const kv of r.kvs) {
+          console.log(toText(kv.key));
+          if (!flags.keysOnly) console.log(toText(kv.value));
+        }
+        if (r.more) console.error(`(${r.count - r.kvs.length} more keys not shown: raise --limit)`);
+      }
     }),
   );
 
-clientOptions(cli.command("del <key>", "Delete <key>; prints how many keys were deleted"))
+clientOptions(cli.command("del <key> [rangeEnd]", "Delete <key> (or keys in [key, rangeEnd), or --prefix); prints how many were deleted"))
   .alias("delete")
+  .option("--prefix", "Delete every key that starts with <key>")
   .example("raftkv del 10")
-  .action((key: string, flags: ClientFlags) =>
+  .example("raftkv del config/ --prefix")
+  .action((key: string, rangeEnd: string | undefined, flags: ClientFlags & { prefix?: boolean }) =>
+    run(async () => {
+      if (flags.prefix && rangeEnd !== undefined) throw new UsageError("give either --prefix or a range end, not both");
+      const c = client(flags);
+      const r = (await c.write({
+        op: "del",
+        key: toBytes(String(key)),
+        ...(flags.prefix ? { prefix: true } : {}),
+        ...(rangeEnd !== undefined ? { rangeEnd: toBytes(String(rangeEnd)) } : {}),
+      })) as DelResult;
+      c.close();
+      if (isJson(flags)) printJson({ deleted: r.deleted, revision: r.revision });
+      else console.log(`deleted ${r.deleted}`);
+    }),
+  );
+
+clientOptions(cli.command("cas <key> <expected> <value>", "Set <key> to <value> only if it is now <expected> (the word absent: only if it does not exist)"))
+  .example("raftkv cas config/mode blue green")
+  .example("raftkv cas config/owner absent me")
+  .action((key: string, expected: string, value: string, flags: ClientFlags) =>
     run(async () => {
       const c = client(flags);
-      const r = await c.delete(String(key));
+      const r = await c.cas(String(key), String(expected) === "absent" ? "absent" : String(expected), String(value));
       c.close();
-      if (flags.json) printJson({ deleted: r.deleted, revision: r.revision });
-      else console.log(`deleted ${r.deleted}`);
+      const current = r.succeeded ? undefined : (r.results[0] as RangeResult | undefined)?.kvs[0];
+      if (isJson(flags)) {
+        printJson({ succeeded: r.succeeded, revision: r.revision, ...(r.succeeded ? {} : { current: current ? kvJson(current) : null }) });
+      } else if (r.succeeded) {
+        console.log("OK");
+      } else {
+        console.error(`FAILED: ${key} is ${current ? JSON.stringify(toText(current.value)) : "absent"}, not ${expected === "absent" ? "absent" : JSON.stringify(expected)}`);
+      }
+      return r.succeeded ? 0 : 1;
+    }),
+  );
+
+clientOptions(cli.command("txn [file]", "Run a transaction read from [file] or stdin (format: raftkv txn --help)"))
+  .example(`printf 'if\\n  value(mode) = "blue"\\nthen\\n  put mode green\\nelse\\n  get mode\\n' | raftkv txn`)
+  .usage(`txn [file]
+
+  Format: an "if" section of guards, a "then" section run when all hold, an "else" section otherwise.
+    if
+      value(KEY) = "text"        (value compares bytewise: = != > <)
+      version(KEY) > 2           (version, create, mod, lease: = != > < a number)
+      exists(KEY)  /  absent(KEY)
+    then
+      put KEY VALUE
+      del KEY [--prefix]
+      get KEY [--prefix]
+    else
+      ...
+  Keys and values are bare words or "double-quoted" strings; # starts a comment.
+  Prints SUCCESS or FAILURE (exit 0 either way) and each operation's result.`)
+  .action((file: string | undefined, flags: ClientFlags) =>
+    run(async () => {
+      const source = file && file !== "-" ? readFileSync(String(file), "utf8") : await new Response(Bun.stdin.stream()).text();
+      let txn;
+      try {
+        txn = parseTxn(source);
+      } catch (err) {
+        if (err instanceof TxnSyntaxError) throw new UsageError(`txn: ${err.message}`);
+        throw err;
+      }
+      const c = client(flags);
+      const r = await c.txn(txn);
+      c.close();
+      if (isJson(flags)) {
+        printJson({ succeeded: r.succeeded, revision: r.revision, results: r.results.map((x) => (x.op === "range" ? { ...x, kvs: x.kvs.map(kvJson) } : x)) });
+        return;
+      }
+      console.log(r.succeeded ? "SUCCESS" : "FAILURE");
+      for (const x of r.results) {
+        if (x.op === "put") console.log("OK");
+        else if (x.op === "del") console.log(`deleted ${x.deleted}`);
+        else for (const kv of x.kvs) console.log(`${toText(kv.key)}\n${toText(kv.value)}`);
+      }
+    }),
+  );
+
+clientOptions(cli.command("watch <key> [rangeEnd]", "Print every change to <key> (or --prefix / a range) as it happens, until Ctrl-C"))
+  .option("--prefix", "Watch every key that starts with <key>")
+  .option("--rev <revision>", "First replay the changes since this revision (while the cluster still keeps them)")
+  .example("raftkv watch config/ --prefix")
+  .example("raftkv watch config/mode --rev 1 --json")
+  .action((key: string, rangeEnd: string | undefined, flags: ClientFlags & { prefix?: boolean; rev?: string }) =>
+    run(async () => {
+      const c = client(flags);
+      const w = c.watch(String(key), {
+        ...(flags.prefix ? { prefix: true } : {}),
+        ...(rangeEnd !== undefined ? { rangeEnd: String(rangeEnd) } : {}),
+        ...(flags.rev !== undefined ? { fromRevision: positiveInt("--rev", flags.rev) } : {}),
+      });
+      const stop = () => w.close();
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+      for await (const ev of w) {
+        if (isJson(flags)) {
+          printJson({ type: ev.type, key: toText(ev.key), value: ev.value ? toText(ev.value) : undefined, modRevision: ev.modRevision, createRevision: ev.createRevision, version: ev.version });
+        } else if (ev.type === "put") {
+          console.log(`PUT ${toText(ev.key)} ${toText(ev.value!)} (rev ${ev.modRevision})`);
+        } else {
+          console.log(`DELETE ${toText(ev.key)} (rev ${ev.modRevision})`);
+        }
+      }
+      c.close();
+    }),
+  );
+
+clientOptions(cli.command("lease <action> [arg]", "Leases: grant TTL | keepalive ID | revoke ID (keys put --lease ID vanish when it expires)"))
+  .option("--once", "keepalive: renew once and exit instead of every TTL/3 until Ctrl-C")
+  .example("raftkv lease grant 10s            # prints the lease id")
+  .example("raftkv lease keepalive 7          # renews until Ctrl-C")
+  .example("raftkv lease revoke 7             # deletes the lease and its keys")
+  .action((action: string, arg: string | undefined, flags: ClientFlags & { once?: boolean }) =>
+    run(async () => {
+      if (arg === undefined) throw new UsageError(`lease ${action} needs an argument; see raftkv lease --help`);
+      const c = client(flags);
+      try {
+        switch (action) {
+          case "grant": {
+            const r = await c.leaseGrant(parseTtlMs(arg));
+            if (isJson(flags)) printJson({ id: r.id, ttlMs: r.ttlMs });
+            else console.log(`lease ${r.id} granted with TTL ${r.ttlMs / 1000}s`);
+            return;
+          }
+          case "keepalive": {
+            const id = positiveInt("lease id", arg);
+            let stopped = false;
+            process.once("SIGINT", () => (stopped = true));
+            process.once("SIGTERM", () => (stopped = true));
+            for (;;) {
+              const r = await c.leaseKeepAlive(id);
+              if (isJson(flags)) printJson({ id: r.id, ttlMs: r.ttlMs });
+              else console.log(`lease ${r.id} kept alive with TTL ${r.ttlMs / 1000}s`);
+              if (flags.once) return;
+              const until = Date.now() + Math.max(100, r.ttlMs / 3);
+              while (!stopped && Date.now() < until) await Bun.sleep(50);
+              if (stopped) return;
+            }
+          }
+          case "revoke": {
+            const r = await c.leaseRevoke(positiveInt("lease id", arg));
+            if (isJson(flags)) printJson({ revoked: true, deleted: r.deleted, revision: r.revision });
+            else console.log(`lease revoked; deleted ${r.deleted} key(s)`);
+            return;
+          }
+          default:
+            throw new UsageError(`unknown lease action ${JSON.stringify(action)}: grant, keepalive or revoke`);
+        }
+      } finally {
+        c.close();
+      }
+    }),
+  );
+
+clientOptions(cli.command("lock <name> [...command]", "Hold the lock <name> while running COMMAND (raftkv lock NAME -- COMMAND ARGS...); exit with its code"))
+  .option("--ttl <ttl>", "Lease TTL: if this process dies the lock frees itself after it", { default: "10s" })
+  .example("raftkv lock backups -- ./backup.sh --full")
+  .action((name: string, command: string[], flags: ClientFlags & { ttl: string; "--"?: string[] }) =>
+    run(async () => {
+      const argv = [...(command ?? []), ...(flags["--"] ?? [])];
+      if (!argv.length) throw new UsageError("lock needs a command: raftkv lock NAME -- COMMAND ARGS...");
+      const c = client(flags);
+      const held = await contend(c, lockPrefix(String(name)), {
+        ttlMs: parseTtlMs(flags.ttl),
+        onWait: (h) => console.error(`waiting for lock ${name} (held by ${toText(h.value) || "another process"})`),
+        value: `pid ${process.pid}`,
+      });
+      const child = Bun.spawn(argv, { stdin: "inherit", stdout: "inherit", stderr: "inherit" });
+      const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+      process.on("SIGINT", forward("SIGINT"));
+      process.on("SIGTERM", forward("SIGTERM"));
+      const lost = held.lost.then((why) => {
+        console.error(`error: lost lock ${name}: ${why}; stopping the command`);
+        child.kill("SIGTERM");
+        return true;
+      });
+      const code = await child.exited;
+      const wasLost = await Promise.race([lost, Promise.resolve(false)]);
+      await held.release().catch(() => {});
+      c.close();
+      return wasLost ? 1 : code;
+    }),
+  );
+
+clientOptions(cli.command("elect <name> [proposal]", "Campaign to lead <name> with [proposal]; prints when elected and holds until Ctrl-C. --listen prints who leads"))
+  .option("--listen", "Do not campaign: print the current leader's proposal and every change")
+  .option("--ttl <ttl>", "Lease TTL: if this process dies, leadership passes on after it", { default: "10s" })
+  .example("raftkv elect scheduler host-a")
+  .example("raftkv elect scheduler --listen")
+  .action((name: string, proposal: string | undefined, flags: ClientFlags & { listen?: boolean; ttl: string }) =>
+    run(async () => {
+      const c = client(flags);
+      const prefix = electionPrefix(String(name));
+      if (flags.listen) {
+        let current: string | null | undefined;
+        const show = async () => {
+          const h = await holder(c, prefix);
+          const now = h ? toText(h.value) : null;
+          if (now !== current) {
+            current = now;
+            if (isJson(flags)) printJson({ name, leader: now });
+            else console.log(now === null ? `${name}: no leader` : `${name}: ${now}`);
+          }
+        };
+        await show();
+        const w = c.watch(prefix, { prefix: true });
+        process.once("SIGINT", () => w.close());
+        process.once("SIGTERM", () => w.close());
+        for await (const _ev of w) await show();
+        c.close();
+        return;
+      }
+      if (proposal === undefined) throw new UsageError("elect needs a proposal (what to announce when elected), or --listen");
+      const ac = new AbortController();
+      let resign!: () => void;
+      const resigned = new Promise<void>((r) => (resign = r));
+      const onSignal = () => {
+        ac.abort();
+        resign();
+      };
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      const held = await contend(c, prefix, { ttlMs: parseTtlMs(flags.ttl), value: String(proposal), signal: ac.signal });
+      if (isJson(flags)) printJson({ name, elected: true, proposal });
+      else console.log(`elected: ${name} = ${proposal}`);
+      const lost = await Promise.race([held.lost, resigned.then(() => null)]);
+      await held.release().catch(() => {});
+      c.close();
+      if (lost) {
+        console.error(`error: lost leadership of ${name}: ${lost}`);
+        return 1;
+      }
     }),
   );
 
@@ -199,7 +487,7 @@ clientOptions(cli.command("status", "Show every node: role, term, leader, commit
       const c = client(flags);
       const rows = await c.statusAll();
       c.close();
-      if (flags.json) {
+      if (isJson(flags)) {
         printJson(rows.map((r) => (r.status ? { reachable: true, ...r.status } : { reachable: false, endpoint: r.endpoint, error: r.error })));
       } else {
         console.log(statusTable(rows));

@@ -1,7 +1,7 @@
 // The frames clients and peers exchange with a node (each one CBOR value in a length-prefixed frame).
 // Shared by server/ and client/; nothing else of either side leaks across.
 
-import type { Command, RangeRequest } from "./kv/types";
+import type { Command, KeySelector, RangeRequest, WatchEvent } from "./kv/types";
 import type { Message } from "./raft/types";
 
 /** First frame on a peer's outbound connection. */
@@ -31,7 +31,8 @@ export interface SnapChunkFrame {
 export type ClientOp =
   | { op: "write"; cmd: Command; clientId?: string; seq?: number }
   | { op: "range"; range: RangeRequest; serializable?: boolean }
-  | { op: "status" };
+  | { op: "status" }
+  | { op: "watch"; selector: KeySelector; fromRevision?: number };
 
 export type RequestFrame = { k: "req"; id: number } & ClientOp;
 
@@ -55,7 +56,16 @@ export type ResponseFrame =
   | { k: "res"; id: number; ok: true; result: unknown }
   | { k: "res"; id: number; ok: false; code: ErrorCode; message: string; leader?: LeaderHint };
 
-export type Frame = HelloFrame | RaftFrame | SnapChunkFrame | RequestFrame | ResponseFrame;
+/** A watch's events (all of one revision), or its end with an error; the client resumes elsewhere. */
+export interface EventFrame {
+  k: "ev";
+  id: number;
+  revision?: number;
+  events?: WatchEvent[];
+  error?: { code: string; message: string };
+}
+
+export type Frame = HelloFrame | RaftFrame | SnapChunkFrame | RequestFrame | ResponseFrame | EventFrame;
 
 /** What `status` returns for one node. */
 export interface NodeStatus {

@@ -8,9 +8,26 @@
 //   c.close();
 
 import { formatAddr, parseEndpoint } from "../config";
-import type { Command, DelResult, KeyValue, PutResult, RangeRequest, RangeResult, TxnCommand, TxnResult } from "../kv/types";
+import type {
+  Command,
+  Compare,
+  DelResult,
+  KeyValue,
+  LeaseGrantResult,
+  LeaseKeepAliveResult,
+  LeaseRevokeResult,
+  PutResult,
+  RangeRequest,
+  RangeResult,
+  TxnCommand,
+  TxnResult,
+} from "../kv/types";
 import { dialFrames, type FramedConn } from "../net";
-import type { ClientOp, ErrorCode, NodeStatus, ResponseFrame } from "../protocol";
+import type { ClientOp, NodeStatus, ResponseFrame } from "../protocol";
+import { RaftKvError } from "./errors";
+import { Watch, type WatchOptions } from "./watch";
+
+export { RaftKvError, Watch, type WatchOptions };
 
 export type Bytes = string | Uint8Array;
 
@@ -21,17 +38,6 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Identifies this client's session for exactly-once writes. Default: a random UUID. */
   clientId?: string;
-}
-
-/** Codes a caller may see: the server's, plus NO_QUORUM and TIMEOUT from the client's retry loop. */
-export class RaftKvError extends Error {
-  constructor(
-    readonly code: ErrorCode | "NO_QUORUM" | "UNAVAILABLE",
-    message: string,
-  ) {
-    super(message);
-    this.name = "RaftKvError";
-  }
 }
 
 const RETRYABLE = new Set(["NOT_LEADER", "NO_LEADER", "LEADERSHIP_LOST", "TOO_BUSY", "SHUTTING_DOWN", "CONNECTION"]);
@@ -51,7 +57,8 @@ export class RaftKvClient {
   readonly endpoints: string[];
   readonly timeoutMs: number;
   readonly clientId: string;
-  private seq = 0;
+  private readonly freeLanes: { id: string; seq: number }[] = [];
+  private laneCount = 0;
   private nextId = 1;
   private leader: string | null = null;
   private rr = 0;
@@ -63,6 +70,7 @@ export class RaftKvClient {
     this.endpoints = opts.endpoints.map((e) => formatAddr(parseEndpoint(e)));
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.clientId = opts.clientId ?? crypto.randomUUID();
+    if (this.clientId.length > 100) throw new RaftKvError("BAD_REQUEST", "clientId must be at most 100 characters");
   }
 
   // ---- the public API -------------------------------------------------------------------
@@ -89,6 +97,36 @@ export class RaftKvClient {
 
   async txn(txn: Omit<TxnCommand, "op">): Promise<TxnResult> {
     return (await this.write({ op: "txn", ...txn })) as TxnResult;
+  }
+
+  /** Set key to value only if its current value is `expected` ("absent": only if it does not exist). */
+  async cas(key: Bytes, expected: Bytes | "absent", value: Bytes): Promise<TxnResult> {
+    const k = toBytes(key);
+    const compare: Compare =
+      expected === "absent" ? { key: k, target: "absent" } : { key: k, target: "value", result: "equal", value: toBytes(expected) };
+    return this.txn({ compare: [compare], success: [{ op: "put", key: k, value: toBytes(value) }], failure: [{ op: "range", key: k }] });
+  }
+
+  /** A lease that lives ttlMs unless kept alive; keys put with it are deleted when it expires. */
+  async leaseGrant(ttlMs: number, id = 0): Promise<LeaseGrantResult> {
+    return (await this.write({ op: "leaseGrant", id, ttlMs, now: 0 })) as LeaseGrantResult;
+  }
+
+  async leaseKeepAlive(id: number): Promise<LeaseKeepAliveResult> {
+    return (await this.write({ op: "leaseKeepAlive", id, now: 0 })) as LeaseKeepAliveResult;
+  }
+
+  async leaseRevoke(id: number): Promise<LeaseRevokeResult> {
+    return (await this.write({ op: "leaseRevoke", id })) as LeaseRevokeResult;
+  }
+
+  /**
+   * Every change to key (or, with prefix, to keys under it) as it is applied, from any node; resumes on
+   * another node without gaps or repeats if this one dies. `for await (const ev of watch) ...`; close() ends it.
+   */
+  watch(key: Bytes, opts: WatchOptions & { prefix?: boolean; rangeEnd?: Bytes } = {}): Watch {
+    const selector = { key: toBytes(key), ...(opts.prefix ? { prefix: true } : {}), ...(opts.rangeEnd ? { rangeEnd: toBytes(opts.rangeEnd) } : {}) };
+    return new Watch(this.endpoints, selector, opts);
   }
 
   /** Status of one node (every endpoint when called through statusAll). */
@@ -123,10 +161,19 @@ export class RaftKvClient {
 
   // ---- the retry loop -------------------------------------------------------------------
 
-  /** A write carries (clientId, seq); every retry of it reuses them, so it applies at most once. */
-  write(cmd: Command): Promise<unknown> {
-    const seq = ++this.seq;
-    return this.call({ op: "write", cmd, clientId: this.clientId, seq });
+  /**
+   * A write carries (session id, sequence); every retry of it reuses them, so it applies at most once.
+   * The server remembers one result per session, so each write in flight gets a session ("lane") of its
+   * own: `<clientId>/<n>`. Lanes are reused; their sequence numbers only grow.
+   */
+  async write(cmd: Command): Promise<unknown> {
+    const lane = this.freeLanes.pop() ?? { id: `${this.clientId}/${this.laneCount++}`, seq: 0 };
+    lane.seq++;
+    try {
+      return await this.call({ op: "write", cmd, clientId: lane.id, seq: lane.seq });
+    } finally {
+      this.freeLanes.push(lane);
+    }
   }
 
   private async call(op: ClientOp): Promise<unknown> {

@@ -23,6 +23,7 @@ export {
 } from "./codec";
 export {
   KvStore,
+  keyMatcher,
   DEFAULT_SESSION_TTL_MS,
   DEFAULT_HISTORY_MAX_EVENTS,
   DEFAULT_HISTORY_MAX_BYTES,

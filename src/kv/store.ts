@@ -100,6 +100,12 @@ function inSpan(key: string, span: Span): boolean {
   return key >= span.start && (span.end === null || key < span.end);
 }
 
+/** A predicate for "does this key fall under the selector" (throws KvError on a bad selector). */
+export function keyMatcher(selector: KeySelector): (key: Uint8Array) => boolean {
+  const span = spanOf(parseRangeRequest(selector));
+  return (key) => inSpan(bytesToKey(key), span);
+}
+
 function ok(result: CommandResult): ApplyResult {
   return { ok: true, result };
 }

@@ -2,10 +2,10 @@
 // committed entries to the key-value state machine, and serves clients.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { KvStore } from "../kv/store";
-import { encodeLogCommand, validateCommand, parseRangeRequest } from "../kv/codec";
+import { KvStore, keyMatcher } from "../kv/store";
+import { encodeLogCommand, extendAllLeasesCommand, leaseExpireCommand, parseRangeRequest, validateCommand } from "../kv/codec";
 import { isKvError } from "../kv/errors";
-import type { RangeRequest } from "../kv/types";
+import type { Command, KeySelector, RangeRequest, WatchEvent } from "../kv/types";
 import { dialFrames, listenFrames, PeerLink, type FramedConn, type FrameListener } from "../net";
 import { RaftCore } from "../raft/core";
 import { parseMessage } from "../raft/wire";
@@ -27,6 +27,8 @@ export interface NodeOptions {
   logFormat?: LogFormat;
   /** Where to listen; defaults to the node's own address from nodes.conf. */
   listenHost?: string;
+  /** false: one fsync per log entry instead of one per event-loop turn (only to measure group commit). */
+  groupCommit?: boolean;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 50;
@@ -36,6 +38,8 @@ export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
 export const MAX_PENDING_REQUESTS = 20_000;
 /** Entries kept in memory after a snapshot so slightly slow followers catch up without one. */
 const CATCH_UP_ENTRIES = 5_000;
+/** How often a leader looks for expired leases. */
+const LEASE_CHECK_MS = 100;
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 const SNAPSHOT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
 /** Granularity of the Raft clock. */
@@ -45,6 +49,12 @@ interface PendingWrite {
   term: number;
   conn: FramedConn;
   reqId: number;
+}
+
+interface Watcher {
+  conn: FramedConn;
+  id: number;
+  matches: (key: Uint8Array) => boolean;
 }
 
 interface PendingRead {
@@ -84,6 +94,13 @@ export class RaftKvNode {
   private lastRole = "follower";
   private lastLeader = NONE;
 
+  private readonly watchers = new Set<Watcher>();
+  private leaseTimer: ReturnType<typeof setInterval> | null = null;
+  /** Leader only: index of this term's lease refresh; lease expiry waits until it is applied. */
+  private leaseRefreshIndex = 0;
+  /** Leader only: index of a proposed lease expiry not yet applied. */
+  private leaseExpireIndex = 0;
+
   constructor(opts: NodeOptions) {
     const self = opts.nodes.find((n) => n.id === opts.id);
     if (!self) throw new Error(`node ${opts.id} is not listed in the configuration (ids: ${opts.nodes.map((n) => n.id).join(", ")})`);
@@ -95,6 +112,7 @@ export class RaftKvNode {
       snapshotEntries: DEFAULT_SNAPSHOT_ENTRIES,
       logLevel: "info",
       logFormat: "text",
+      groupCommit: true,
       ...opts,
     };
     if (this.opts.electionMs < 2 * this.opts.heartbeatMs) {
@@ -115,6 +133,9 @@ export class RaftKvNode {
         port: this.self.port,
         onFrame: (conn, value) => this.onFrame(conn, value),
         onError: (conn, err) => this.log.warn("closed a connection that sent bad data", { remote: conn.remoteAddress, reason: err.message }),
+        onClose: (conn) => {
+          for (const w of this.watchers) if (w.conn === conn) this.watchers.delete(w);
+        },
       });
     } catch (err) {
       this.wal?.close();
@@ -137,6 +158,7 @@ export class RaftKvNode {
       this.core.tick();
       this.scheduleReady();
     }, TICK_MS);
+    this.leaseTimer = setInterval(() => this.expireLeases(), LEASE_CHECK_MS);
     this.log.info("serving", {
       addr: formatAddr(this.self),
       dataDir: this.opts.dataDir,
@@ -154,6 +176,7 @@ export class RaftKvNode {
     this.wal = wal;
     this.snapshot = state.snapshot;
     this.kv = state.snapshot ? KvStore.restore(state.snapshot.data) : new KvStore();
+    this.kv.onEvents((events, revision) => this.publish(events, revision));
     this.core = new RaftCore(
       {
         id: this.id,
@@ -176,6 +199,7 @@ export class RaftKvNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
     for (const link of this.links.values()) link.close();
     this.listener?.stop();
     this.failAllPending("SHUTTING_DOWN", `node ${this.id} is shutting down`);
@@ -229,14 +253,21 @@ export class RaftKvNode {
       this.snapshot = rd.snapshot;
     }
     if (rd.hardState) this.wal.setHardState(rd.hardState);
-    if (rd.entries.length) this.wal.append(rd.entries);
+    if (!this.opts.groupCommit) {
+      for (const e of rd.entries) {
+        this.wal.append([e]);
+        this.wal.sync();
+      }
+    } else if (rd.entries.length) this.wal.append(rd.entries);
     if (rd.hardState || rd.entries.length || rd.snapshot) this.wal.sync();
   }
 
   private apply(rd: Ready): void {
     if (rd.snapshot) {
-      this.kv = KvStore.restore(rd.snapshot.data);
+      this.kv.load(rd.snapshot.data);
       this.log.info("installed snapshot from leader", { index: rd.snapshot.index, bytes: rd.snapshot.data.length });
+      // The changes the snapshot skipped over are not in this node's history: watchers resume elsewhere.
+      for (const w of this.watchers) this.endWatch(w, "COMPACTED", "this node installed a snapshot; resume the watch on another node");
     }
     for (const e of rd.committed) {
       let result: ReturnType<KvStore["applyEntry"]> | null = null;
@@ -282,7 +313,14 @@ export class RaftKvNode {
     const role = this.core.role;
     const leader = this.core.leader;
     if (role === this.lastRole && leader === this.lastLeader) return;
-    if (role === "leader" && this.lastRole !== "leader") this.log.info("became leader");
+    if (role === "leader" && this.lastRole !== "leader") {
+      this.log.info("became leader");
+      // Leases were timed by the previous leader's clock; give every one a full TTL from now, so a
+      // leader change never expires a lease early. Expiry checks wait until this is applied.
+      this.leaseExpireIndex = 0;
+      this.leaseRefreshIndex = this.core.propose(encodeLogCommand({ cmd: extendAllLeasesCommand(Date.now()), now: Date.now() }))?.index ?? 0;
+      this.scheduleReady();
+    }
     else if (leader !== this.lastLeader && leader !== NONE && role !== "leader") this.log.info("following leader", { leader });
     else if (role !== this.lastRole) this.log.info(`became ${role}`);
     if (this.lastRole === "leader" && role !== "leader") {
@@ -500,8 +538,12 @@ export class RaftKvNode {
         this.scheduleReady();
         return;
       }
+      case "watch":
+        this.startWatch(conn, req.id, req.selector, req.fromRevision ?? 0);
+        return;
       case "write": {
         validateCommand(req.cmd);
+        req.cmd = this.stampLeaseCommand(req.cmd);
         if (this.core.role !== "leader") return this.notLeader(conn, req.id);
         if (this.pendingWrites.size >= MAX_PENDING_REQUESTS) {
           return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} writes pending; retry later` });
@@ -520,6 +562,76 @@ export class RaftKvNode {
       default:
         throw new Error(`unknown request op ${JSON.stringify((req as { op?: unknown }).op)}`);
     }
+  }
+
+  /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */
+  private stampLeaseCommand(cmd: Command): Command {
+    switch (cmd.op) {
+      case "leaseGrant":
+      case "leaseKeepAlive":
+        return { ...cmd, now: Date.now() };
+      case "leaseExpire":
+      case "leaseRefreshAll":
+        throw new Error(`${cmd.op} is proposed by the leader itself, not by clients`);
+      default:
+        return cmd;
+    }
+  }
+
+  private expireLeases(): void {
+    if (this.core.role !== "leader" || this.stopped) return;
+    const applied = this.core.applied;
+    if (this.leaseRefreshIndex === 0 || applied < this.leaseRefreshIndex || applied < this.leaseExpireIndex) return;
+    const now = Date.now();
+    const ids = this.kv.expiredLeases(now);
+    if (!ids.length) return;
+    const at = this.core.propose(encodeLogCommand({ cmd: leaseExpireCommand(ids, now), now }));
+    if (at) {
+      this.leaseExpireIndex = at.index;
+      this.log.info("expiring leases", { ids: ids.length <= 10 ? ids : `${ids.length} leases` });
+      this.scheduleReady();
+    }
+  }
+
+  // ---- watches --------------------------------------------------------------------------
+
+  private startWatch(conn: FramedConn, id: number, selector: KeySelector, fromRevision: number): void {
+    const matches = keyMatcher(selector);
+    const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
+    if (backlog === "compacted") {
+      this.send(conn, { k: "ev", id, error: { code: "COMPACTED", message: `revision ${fromRevision} is compacted on node ${this.id} (oldest kept: ${this.kv.compactRevision})` } });
+      return;
+    }
+    this.replyOk(conn, id, { watching: true, revision: this.kv.revision });
+    // Replay history one revision per frame, then go live: nothing can be applied in between.
+    let i = 0;
+    while (i < backlog.length) {
+      const rev = backlog[i]!.modRevision;
+      const group: WatchEvent[] = [];
+      while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
+      if (!this.send(conn, { k: "ev", id, revision: rev, events: group })) return;
+    }
+    this.watchers.add({ conn, id, matches });
+  }
+
+  private publish(events: readonly WatchEvent[], revision: number): void {
+    if (!this.watchers.size) return;
+    for (const w of this.watchers) {
+      const mine = events.filter((e) => w.matches(e.key));
+      if (mine.length && !this.send(w.conn, { k: "ev", id: w.id, revision, events: mine })) {
+        this.endWatch(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
+      }
+    }
+  }
+
+  private endWatch(w: Watcher, code: string, message: string): void {
+    this.watchers.delete(w);
+    this.send(w.conn, { k: "ev", id: w.id, error: { code, message } });
+    w.conn.close();
+  }
+
+  private send(conn: FramedConn, frame: unknown): boolean {
+    return !conn.closed && conn.send(frame);
   }
 
   private serveRange(conn: FramedConn, reqId: number, range: RangeRequest): void {

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { RaftKvClient, RaftKvError, toText } from "../../src/client/client";
 import { mulberry32 } from "../raft/sim";
-import { TestCluster, waitFor } from "./harness";
+import { BIN, TestCluster, waitFor } from "./harness";
 
 const SEED = Number(process.env.RAFTKV_E2E_SEED ?? Date.now() % 100000);
 
@@ -93,6 +93,10 @@ describe("durability", () => {
     const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
     for (let i = 0; i < 200; i++) await client.put(`r${i}`, `value-${i}`);
     await client.delete("r7");
+    // A second process on a data directory in use refuses to start, and says why.
+    const second = Bun.spawnSync([BIN, "serve", "0", c.conf, "--data-dir", c.dataDir(0)], { stderr: "pipe" });
+    expect(second.exitCode).not.toBe(0);
+    expect(second.stderr.toString()).toContain(`is in use by process ${c.pid(0)}`);
     await c.stopAll(); // SIGKILL, all at once
     c.startAll();
     await c.waitForLeader();
