@@ -31,7 +31,7 @@ export class Watch implements AsyncIterable<WatchEvent> {
     opts: WatchOptions = {},
   ) {
     this.nextFrom = opts.fromRevision ?? 0;
-    this.rr = Math.floor(Math.random() * endpoints.length);
+    this.rr = 0; // the first endpoint first, like every other request
     void this.run();
   }
 
