@@ -1,8 +1,10 @@
 // The binary as a user runs it: three real processes on ephemeral ports.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
-import { RaftKvClient, toText } from "../../src/client/client";
-import { TestCluster, waitFor } from "./harness";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { RaftKvClient, RaftKvError, toText } from "../../src/client/client";
+import { BIN, TestCluster, waitFor } from "./harness";
 
 describe("a 3-node cluster of the compiled binary", () => {
   let c: TestCluster;
@@ -79,6 +81,21 @@ describe("a 3-node cluster of the compiled binary", () => {
     const r = await c.cli(["get", "10", "--serializable"], { endpoints: c.endpoint(0) });
     expect(r).toMatchObject({ code: 0, stdout: "42" });
     expect(c.logs(0)).toContain("closed a connection that sent bad data");
+  });
+
+  test("bad input gets a clear error and the node keeps serving: oversized value, bad nodes.conf", async () => {
+    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 5000 });
+    const err = await client.put("big", new Uint8Array(1024 * 1024 + 1)).catch((e) => e);
+    expect(err).toBeInstanceOf(RaftKvError);
+    expect(err.code).toBe("VALUE_TOO_LARGE");
+    expect(err.message).toContain("1048577");
+    expect((await client.put("small", "ok")).revision).toBeGreaterThan(0);
+    client.close();
+    const conf = join(c.dir, "bad.conf");
+    writeFileSync(conf, "0 127.0.0.1 7001\n1 127.0.0.1\n");
+    const bad = Bun.spawnSync([BIN, "get", "x", "-c", conf], { stderr: "pipe" });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toContain(`${conf}:2: expected "<id> <ip> <port>"`);
   });
 
   test("kill -9 of the leader: a new leader takes over and every acknowledged write survives", async () => {

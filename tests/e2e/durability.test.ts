@@ -1,7 +1,8 @@
 // Durability of the compiled binary: kill -9 under load, whole-cluster restarts, and a wiped node
 // catching up through InstallSnapshot.
 import { afterAll, describe, expect, test } from "bun:test";
-import { rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { RaftKvClient, RaftKvError, toText } from "../../src/client/client";
 import { mulberry32 } from "../raft/sim";
 import { BIN, TestCluster, waitFor } from "./harness";
@@ -105,6 +106,27 @@ describe("durability", () => {
       expect(kv ? toText(kv.value) : null).toBe(i === 7 ? null : `value-${i}`);
     }
     client.close();
+  });
+
+  test("a corrupt WAL record stops the node with an error naming file and offset; the others keep serving", async () => {
+    const c = new TestCluster();
+    clusters.push(c);
+    c.startAll();
+    await c.waitForLeader();
+    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
+    for (let i = 0; i < 100; i++) await client.put(`c${i}`, "x".repeat(50));
+    await c.kill(2);
+    const seg = readdirSync(c.dataDir(2)).filter((f) => f.startsWith("wal-")).sort()[0]!;
+    const path = join(c.dataDir(2), seg);
+    const bytes = readFileSync(path);
+    bytes[Math.floor(bytes.length / 2)] ^= 0x40; // flip a bit mid-log, not at the tail
+    writeFileSync(path, bytes);
+    const p = c.start(2);
+    expect(await p.exited).not.toBe(0);
+    expect(c.logs(2)).toMatch(new RegExp(`corrupt WAL record in .*${seg} at offset \\d+`));
+    expect((await client.put("still", "serving")).revision).toBeGreaterThan(0);
+    client.close();
+    await c.kill(2);
   });
 
   test("a node wiped empty catches up through InstallSnapshot and serves the same data", async () => {

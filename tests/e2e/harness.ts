@@ -113,7 +113,7 @@ export class TestCluster {
   async kill(id: number, signal: "SIGKILL" | "SIGTERM" = "SIGKILL"): Promise<void> {
     const p = this.procs.get(id);
     if (!p) return;
-    process.kill(p.pid, signal);
+    if (p.exitCode === null && p.signalCode === null) process.kill(p.pid, signal);
     await p.exited;
     this.procs.delete(id);
   }
