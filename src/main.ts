@@ -98,6 +98,7 @@ cli
   .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
   .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
   .option("--log-format <format>", "text or json", { default: "text" })
+  .option("--session-ttl <ttl>", "Forget a client's exactly-once session after this idle time (use the same on every node)", { default: "10m" })
   .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
   .example("raftkv serve 0 nodes.conf")
   .action((idText: string, configPath: string | undefined, flags) =>
@@ -123,6 +124,7 @@ cli
           logFormat: flags.logFormat,
           listenHost: flags.listenHost,
           groupCommit: flags.groupCommit !== false,
+          sessionTtlMs: parseTtlMs(String(flags.sessionTtl)),
         });
       } catch (err) {
         throw new UsageError((err as Error).message);

@@ -2,7 +2,7 @@
 // committed entries to the key-value state machine, and serves clients.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { KvStore, keyMatcher } from "../kv/store";
+import { DEFAULT_SESSION_TTL_MS, KvStore, keyMatcher } from "../kv/store";
 import { encodeLogCommand, extendAllLeasesCommand, leaseExpireCommand, parseRangeRequest, validateCommand } from "../kv/codec";
 import { isKvError } from "../kv/errors";
 import type { Command, KeySelector, RangeRequest, WatchEvent } from "../kv/types";
@@ -29,6 +29,8 @@ export interface NodeOptions {
   listenHost?: string;
   /** false: one fsync per log entry instead of one per event-loop turn (only to measure group commit). */
   groupCommit?: boolean;
+  /** Client sessions (for exactly-once retries) idle longer than this are forgotten. Same on every node. */
+  sessionTtlMs?: number;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 50;
@@ -113,6 +115,7 @@ export class RaftKvNode {
       logLevel: "info",
       logFormat: "text",
       groupCommit: true,
+      sessionTtlMs: DEFAULT_SESSION_TTL_MS,
       ...opts,
     };
     if (this.opts.electionMs < 2 * this.opts.heartbeatMs) {
@@ -175,7 +178,8 @@ export class RaftKvNode {
     const { wal, state } = Wal.open(this.opts.dataDir, { log: storageLog });
     this.wal = wal;
     this.snapshot = state.snapshot;
-    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data) : new KvStore();
+    const kvOptions = { sessionTtlMs: this.opts.sessionTtlMs };
+    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data, kvOptions) : new KvStore(kvOptions);
     this.kv.onEvents((events, revision) => this.publish(events, revision));
     this.core = new RaftCore(
       {
