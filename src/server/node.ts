@@ -93,6 +93,8 @@ export class RaftKvNode {
   private readonly snapshotStreams = new Set<number>();
   private readonly incomingSnapshots = new Map<number, { index: number; term: number; parts: Uint8Array[]; received: number; total: number }>();
 
+  private persistedTerm = 0;
+  private persistedVote = NONE;
   private lastRole = "follower";
   private lastLeader = NONE;
 
@@ -178,6 +180,8 @@ export class RaftKvNode {
     const { wal, state } = Wal.open(this.opts.dataDir, { log: storageLog });
     this.wal = wal;
     this.snapshot = state.snapshot;
+    this.persistedTerm = state.hardState.term;
+    this.persistedVote = state.hardState.vote;
     const kvOptions = { sessionTtlMs: this.opts.sessionTtlMs };
     this.kv = state.snapshot ? KvStore.restore(state.snapshot.data, kvOptions) : new KvStore(kvOptions);
     this.kv.onEvents((events, revision) => this.publish(events, revision));
@@ -235,6 +239,12 @@ export class RaftKvNode {
   private processReady(): void {
     while (this.core.hasReady()) {
       const rd = this.core.ready();
+      // A leader's messages depend on no unpersisted term or vote (it persisted both before it won),
+      // so it may send its appends first and write its own log while followers write theirs (Raft
+      // thesis 10.2.1). It still counts itself toward a commit only after its own fsync.
+      const sendFirst =
+        this.core.role === "leader" && !rd.snapshot && (!rd.hardState || (rd.hardState.term === this.persistedTerm && rd.hardState.vote === this.persistedVote));
+      if (sendFirst) for (const m of rd.messages) this.sendMessage(m);
       try {
         this.persist(rd);
       } catch (err) {
@@ -242,7 +252,7 @@ export class RaftKvNode {
         this.log.error("storage failure, stopping the node", { reason: (err as Error).message });
         process.exit(2);
       }
-      for (const m of rd.messages) this.sendMessage(m);
+      if (!sendFirst) for (const m of rd.messages) this.sendMessage(m);
       this.apply(rd);
       this.core.advance(rd);
     }
@@ -256,7 +266,11 @@ export class RaftKvNode {
       this.wal.resetLog({ index: rd.snapshot.index, term: rd.snapshot.term });
       this.snapshot = rd.snapshot;
     }
-    if (rd.hardState) this.wal.setHardState(rd.hardState);
+    if (rd.hardState) {
+      this.wal.setHardState(rd.hardState);
+      this.persistedTerm = rd.hardState.term;
+      this.persistedVote = rd.hardState.vote;
+    }
     if (!this.opts.groupCommit) {
       for (const e of rd.entries) {
         this.wal.append([e]);

@@ -196,16 +196,21 @@ export class Sim {
       if (guard > 1000) fail(`node ${node.id} never stops producing Ready batches`);
       const core = node.core;
       const rd = core.ready();
+      // As the runtime does: a leader whose term and vote are already on disk sends its appends
+      // before writing its own log, in parallel with its followers.
+      const d = node.disk.hardState;
+      const sendFirst = core.role === "leader" && !rd.snapshot && (!rd.hardState || (rd.hardState.term === d.term && rd.hardState.vote === d.vote));
+      if (sendFirst) for (const m of rd.messages) this.send(m.type === "snap" ? this.attachSnapshot(node, m) : m);
       if (allowTornCrash && this.opt.tornCrash && this.rng() < this.opt.crashRate * 5 && (rd.entries.length || rd.hardState)) {
         // Crash in the middle of the write: an arbitrary prefix of the batch reached the disk,
-        // nothing was sent.
+        // nothing else was sent.
         this.persist(node, rd, Math.floor(this.rng() * (rd.entries.length + 2)));
         this.crash(node);
         return;
       }
       this.persist(node, rd, Infinity);
       this.checkAcksAreDurable(node, rd);
-      for (const m of rd.messages) this.send(m.type === "snap" ? this.attachSnapshot(node, m) : m);
+      if (!sendFirst) for (const m of rd.messages) this.send(m.type === "snap" ? this.attachSnapshot(node, m) : m);
       this.apply(node, rd);
       core.advance(rd);
       this.maybeSnapshot(node);
