@@ -462,6 +462,8 @@ export class KvStore {
         this.attach(lease, key);
       }
       this.dataBytes += value.length - entry.value.length;
+      // A snapshot being encoded in the background must see this entry as it was when it started.
+      if (this.frozen !== null && !this.frozen.has(entry)) this.frozen.set(entry, { ...entry });
       entry.value = value;
       entry.modRevision = revision;
       entry.version++;
@@ -711,17 +713,43 @@ export class KvStore {
    * equal bytes.
    */
   snapshot(): Uint8Array {
-    // The key table is one binary blob (see binary.ts): per key, in byte order,
-    // key, value, createRevision, modRevision, version, lease.
-    const table = new ByteWriter(Math.min(this.dataBytes, 64 * 1024 * 1024) + 1024);
+    const job = this.beginSnapshot();
+    try {
+      job.step(Infinity);
+      return job.finish();
+    } finally {
+      job.abandon();
+    }
+  }
+
+  /**
+   * The same bytes as snapshot(), encoded in slices between which the event loop runs, so a large
+   * state does not stall the node. The state is captured when this is called: entries changed while
+   * it runs are copied on write (at most one copy each) and the snapshot shows them as they were.
+   */
+  async snapshotAsync(entriesPerSlice = 20_000): Promise<Uint8Array> {
+    const job = this.beginSnapshot();
+    try {
+      while (!job.step(entriesPerSlice)) await new Promise<void>((r) => setImmediate(r));
+      return job.finish();
+    } catch (err) {
+      job.abandon();
+      throw err;
+    }
+  }
+
+  private frozen: Map<Entry, Entry> | null = null;
+
+  private beginSnapshot(): { step: (n: number) => boolean; finish: () => Uint8Array; abandon: () => void } {
+    if (this.frozen !== null) throw new Error("a snapshot is already being encoded");
+    // Everything but the key table is small: copy it now. The key table is a list of references;
+    // the entries they point to are frozen by copy-on-write in putKey until finish().
+    const entries: Entry[] = [];
     this.index.forEach((entry) => {
-      table.binaryString(entry.key);
-      table.bytes(entry.value);
-      table.uvarint(entry.createRevision);
-      table.uvarint(entry.modRevision);
-      table.uvarint(entry.version);
-      table.uvarint(entry.lease);
+      entries.push(entry);
     });
+    const frozen = new Map<Entry, Entry>();
+    this.frozen = frozen;
     const leases: number[] = [];
     for (const lease of [...this.leases.values()].sort((a, b) => a.id - b.id)) {
       leases.push(lease.id, lease.ttlMs, lease.expiresAt);
@@ -730,18 +758,35 @@ export class KvStore {
     for (const [clientId, session] of this.sessions) {
       sessions.push(clientId, session.seq, session.lastSeen, session.result);
     }
-    return cborEncode([
-      SNAPSHOT_MAGIC,
-      SNAPSHOT_FORMAT,
-      this.lastApplied,
-      this.currentRevision,
-      this.clock,
-      this.nextLeaseId,
-      this.index.size,
-      table.finish(),
-      leases,
-      sessions,
-    ]);
+    const header = [SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, this.lastApplied, this.currentRevision, this.clock, this.nextLeaseId, entries.length];
+    // The key table is one binary blob (see binary.ts): per key, in byte order,
+    // key, value, createRevision, modRevision, version, lease.
+    const table = new ByteWriter(Math.min(this.dataBytes, 64 * 1024 * 1024) + 1024);
+    let next = 0;
+    const done = () => {
+      if (this.frozen === frozen) this.frozen = null;
+    };
+    return {
+      step: (n) => {
+        const end = Math.min(entries.length, next + n);
+        for (; next < end; next++) {
+          const live = entries[next]!;
+          const entry = frozen.get(live) ?? live;
+          table.binaryString(entry.key);
+          table.bytes(entry.value);
+          table.uvarint(entry.createRevision);
+          table.uvarint(entry.modRevision);
+          table.uvarint(entry.version);
+          table.uvarint(entry.lease);
+        }
+        return next >= entries.length;
+      },
+      finish: () => {
+        done();
+        return cborEncode([...header, table.finish(), leases, sessions]);
+      },
+      abandon: done,
+    };
   }
 
   /**

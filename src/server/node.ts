@@ -90,6 +90,7 @@ export class RaftKvNode {
 
   private snapshot: Snapshot | null = null; // latest on disk (kept for sending to followers)
   private snapshotInProgress = false;
+  private logBytesSinceSnapshot = 0;
   private readonly snapshotStreams = new Set<number>();
   private readonly incomingSnapshots = new Map<number, { index: number; term: number; parts: Uint8Array[]; received: number; total: number }>();
 
@@ -288,6 +289,7 @@ export class RaftKvNode {
       for (const w of this.watchers) this.endWatch(w, "COMPACTED", "this node installed a snapshot; resume the watch on another node");
     }
     for (const e of rd.committed) {
+      this.logBytesSinceSnapshot += e.data.length;
       let result: ReturnType<KvStore["applyEntry"]> | null = null;
       if (e.data.length) result = this.kv.applyEntry(e.index, e.data);
       else this.kv.markApplied(e.index);
@@ -362,16 +364,28 @@ export class RaftKvNode {
     const applied = this.core.applied;
     const base = this.snapshot?.index ?? 0;
     if (applied - base < this.opts.snapshotEntries) return;
+    // A snapshot costs time proportional to the whole state; take one only once the log since the
+    // last one is a good fraction of the state too, so the cost per write stays constant as it grows.
+    if (this.logBytesSinceSnapshot < this.kv.stats().approxBytes / 4) return;
     const term = this.core.termAt(applied);
     if (term === undefined) return;
     this.snapshotInProgress = true;
+    this.logBytesSinceSnapshot = 0;
     const t0 = performance.now();
-    const snap: Snapshot = { index: applied, term, data: this.kv.snapshot() };
-    const encodeMs = performance.now() - t0;
     const previous = this.snapshot;
-    writeSnapshotAsync(this.opts.dataDir, snap)
+    let encodeMs = 0;
+    let snap: Snapshot;
+    // Encoded in slices between which the node keeps serving (the state is captured now).
+    this.kv
+      .snapshotAsync()
+      .then((data) => {
+        encodeMs = performance.now() - t0;
+        snap = { index: applied, term, data };
+        return writeSnapshotAsync(this.opts.dataDir, snap);
+      })
       .then(() => {
-        if (this.stopped) return;
+        // Meanwhile a newer snapshot may have been installed from the leader: never step back.
+        if (this.stopped || (this.snapshot && this.snapshot.index >= snap.index)) return;
         this.snapshot = snap;
         // Keep the log back to the previous snapshot on disk (a fallback if the newest is damaged),
         // and a tail of entries in memory so a briefly slow follower needs no snapshot.

@@ -137,3 +137,25 @@ describe("snapshot", () => {
     expect(rejected).toBeGreaterThanOrEqual(8);
   });
 });
+
+describe("snapshot encoded in the background", () => {
+  test("sees the state as of its start, though keys change between its slices", async () => {
+    const store = new KvStore();
+    const enc = new TextEncoder();
+    let index = 0;
+    const put = (k: string, v: string) => store.apply(++index, { op: "put", key: enc.encode(k), value: enc.encode(v) }, { now: 0 });
+    for (let i = 0; i < 500; i++) put(`k${String(i).padStart(3, "0")}`, `v${i}`);
+    const expected = store.snapshot();
+    const pending = store.snapshotAsync(50); // 10 slices; the event loop runs between them
+    for (let i = 0; i < 500; i += 7) put(`k${String(i).padStart(3, "0")}`, "changed");
+    store.apply(++index, { op: "del", key: enc.encode("k001") }, { now: 0 });
+    put("new-key", "x");
+    await Bun.sleep(0);
+    for (let i = 3; i < 500; i += 11) put(`k${String(i).padStart(3, "0")}`, "changed again");
+    const got = await pending;
+    expect(bytesEqual(got, expected)).toBe(true);
+    // Afterwards the store is back to normal and a new snapshot shows the changes.
+    expect(KvStore.restore(store.snapshot()).get(enc.encode("new-key"))).not.toBeNull();
+    expect(KvStore.restore(got).get(enc.encode("new-key"))).toBeNull();
+  });
+});
