@@ -83,6 +83,8 @@ export interface NodeStatus {
   keys: number;
   revision: number;
   uptimeMs: number;
+  rssBytes: number;
+  heapBytes: number;
   version: string;
 }
 

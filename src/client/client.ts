@@ -42,6 +42,7 @@ export interface ClientOptions {
 
 const RETRYABLE = new Set(["NOT_LEADER", "NO_LEADER", "LEADERSHIP_LOST", "TOO_BUSY", "SHUTTING_DOWN", "CONNECTION"]);
 const ATTEMPT_TIMEOUT_MS = 2000;
+const MAX_BACKOFF_MS = 50;
 
 const te = new TextEncoder();
 const td = new TextDecoder();
@@ -181,7 +182,9 @@ export class RaftKvClient {
     const deadline = Date.now() + this.timeoutMs;
     let lastCode = "";
     let lastMessage = "";
-    let backoff = 20;
+    // Short, capped backoff: during an election the new leader is usually known within a few hundred
+    // ms, and a client asleep for long after that only adds to the outage it sees.
+    let backoff = 10;
     let redirects = 0;
     let noLeader = ""; // the most telling failure: a live node that cannot see a majority
     const tried = new Set<string>();
@@ -195,7 +198,10 @@ export class RaftKvClient {
         if (this.leader === target) this.leader = null;
         lastCode = "CONNECTION";
         lastMessage = `${target}: ${(err as Error).message}`;
-        if (tried.size >= this.endpoints.length) await this.pause(backoff, deadline), (backoff = Math.min(backoff * 2, 200));
+        if (tried.size >= this.endpoints.length) {
+          await this.pause(backoff, deadline);
+          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        }
         continue;
       }
       if (res.ok) {
@@ -214,7 +220,7 @@ export class RaftKvClient {
       redirects = 0;
       this.leader = null;
       await this.pause(backoff, deadline);
-      backoff = Math.min(backoff * 2, 200);
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
     }
     if (noLeader) throw new RaftKvError("NO_QUORUM", noLeader);
     if (lastCode === "CONNECTION") {

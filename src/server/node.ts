@@ -9,7 +9,7 @@ import type { Command, KeySelector, RangeRequest, WatchEvent } from "../kv/types
 import { dialFrames, listenFrames, PeerLink, type FramedConn, type FrameListener } from "../net";
 import { RaftCore } from "../raft/core";
 import { parseMessage } from "../raft/wire";
-import { NONE, type Message, type Ready, type Snapshot } from "../raft/types";
+import { NONE, type Message, type Ready, type Snapshot, type SnapshotMeta } from "../raft/types";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
@@ -88,7 +88,8 @@ export class RaftKvNode {
   private readonly readsAwaitingApply: PendingRead[] = [];
   private nextReadCtx = 1;
 
-  private snapshot: Snapshot | null = null; // latest on disk (kept for sending to followers)
+  /** The latest snapshot on disk (its bytes stay there: read back only to send to a follower). */
+  private snapshot: SnapshotMeta | null = null;
   private snapshotInProgress = false;
   private logBytesSinceSnapshot = 0;
   private readonly snapshotStreams = new Set<number>();
@@ -180,7 +181,7 @@ export class RaftKvNode {
     const storageLog = (level: "warn" | "info", msg: string) => this.log.log(level, msg);
     const { wal, state } = Wal.open(this.opts.dataDir, { log: storageLog });
     this.wal = wal;
-    this.snapshot = state.snapshot;
+    this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
     this.persistedTerm = state.hardState.term;
     this.persistedVote = state.hardState.vote;
     const kvOptions = { sessionTtlMs: this.opts.sessionTtlMs };
@@ -265,7 +266,7 @@ export class RaftKvNode {
     if (rd.snapshot) {
       writeSnapshot(this.opts.dataDir, rd.snapshot);
       this.wal.resetLog({ index: rd.snapshot.index, term: rd.snapshot.term });
-      this.snapshot = rd.snapshot;
+      this.snapshot = { index: rd.snapshot.index, term: rd.snapshot.term };
     }
     if (rd.hardState) {
       this.wal.setHardState(rd.hardState);
@@ -386,7 +387,7 @@ export class RaftKvNode {
       .then(() => {
         // Meanwhile a newer snapshot may have been installed from the leader: never step back.
         if (this.stopped || (this.snapshot && this.snapshot.index >= snap.index)) return;
-        this.snapshot = snap;
+        this.snapshot = { index: snap.index, term: snap.term };
         // Keep the log back to the previous snapshot on disk (a fallback if the newest is damaged),
         // and a tail of entries in memory so a briefly slow follower needs no snapshot.
         const deleted = this.wal.compact(previous?.index ?? 0);
@@ -403,7 +404,7 @@ export class RaftKvNode {
   /** Stream our latest snapshot to a follower on its own connection, in chunks, with flow control. */
   private async streamSnapshot(peerId: number, term: number): Promise<void> {
     if (this.snapshotStreams.has(peerId)) return;
-    const snap = this.snapshot ?? loadLatestSnapshot(this.opts.dataDir);
+    const snap = this.snapshot && loadLatestSnapshot(this.opts.dataDir, (level, msg) => this.log.log(level, msg));
     if (!snap) {
       // Compacted only in memory so far (the snapshot file is being written): retry later.
       this.core.reportSnapshot(peerId, false);
@@ -707,6 +708,8 @@ export class RaftKvNode {
       keys: kv.keys,
       revision: kv.revision,
       uptimeMs: Date.now() - this.startedAt,
+      rssBytes: process.memoryUsage.rss(),
+      heapBytes: process.memoryUsage().heapUsed,
       version: VERSION,
     };
   }
