@@ -29,7 +29,7 @@ export class Logger {
       this.out(JSON.stringify({ level, ts: new Date().toISOString(), node: this.nodeId, term, msg, ...fields }));
       return;
     }
-    let line = `${level.padEnd(5)} node=${this.nodeId} term=${term} ${msg}`;
+    let line = `${level.padEnd(5)} ${new Date().toISOString()} node=${this.nodeId} term=${term} ${msg}`;
     for (const [k, v] of Object.entries(fields)) line += ` ${k}=${typeof v === "string" && !/\s/.test(v) ? v : JSON.stringify(v)}`;
     this.out(line);
   }

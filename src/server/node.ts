@@ -34,7 +34,7 @@ export interface NodeOptions {
 }
 
 export const DEFAULT_HEARTBEAT_MS = 50;
-export const DEFAULT_ELECTION_MS = 500;
+export const DEFAULT_ELECTION_MS = 300;
 export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
 /** Requests a leader holds awaiting commit or read confirmation before it answers TOO_BUSY. */
 export const MAX_PENDING_REQUESTS = 20_000;
