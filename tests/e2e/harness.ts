@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 
-export const BIN = resolve(import.meta.dir, "../../dist/raftkv");
+/** The binary under test; RAFTKV_BIN points benchmarks at another build. */
+export const BIN = process.env.RAFTKV_BIN ?? resolve(import.meta.dir, "../../dist/raftkv");
 
 export function ensureBinary(): void {
   if (existsSync(BIN)) return;
