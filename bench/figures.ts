@@ -6,7 +6,8 @@ import { runBench } from "../src/bench/bench";
 import { TestCluster } from "../tests/e2e/harness";
 
 const label = process.argv[2] ?? "this build";
-const c = new TestCluster();
+// RAFTKV_SERVE_ARGS adds serve flags, e.g. "--no-group-commit".
+const c = new TestCluster({ extraArgs: (process.env.RAFTKV_SERVE_ARGS ?? "").split(" ").filter(Boolean) });
 try {
   c.startAll();
   await c.waitForLeader();
