@@ -91,7 +91,8 @@ export class Watch implements AsyncIterable<WatchEvent> {
             return;
           }
           if (!f.events?.length || f.revision === undefined) return;
-          if (f.revision <= this.lastRevision) return; // already delivered before a reconnect
+          // Already delivered before a reconnect, or older than asked for (a lagging node applying it now).
+          if (f.revision <= this.lastRevision || f.revision < this.nextFrom) return;
           this.queue.push(...f.events);
           this.lastRevision = f.revision;
           this.nextFrom = f.revision + 1;

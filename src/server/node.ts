@@ -57,6 +57,8 @@ interface Watcher {
   conn: FramedConn;
   id: number;
   matches: (key: Uint8Array) => boolean;
+  /** First revision wanted: a lagging node may still apply older ones after the watch starts. */
+  from: number;
 }
 
 interface PendingRead {
@@ -649,12 +651,13 @@ export class RaftKvNode {
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
       if (!this.send(conn, { k: "ev", id, revision: rev, events: group })) return;
     }
-    this.watchers.add({ conn, id, matches });
+    this.watchers.add({ conn, id, matches, from: fromRevision });
   }
 
   private publish(events: readonly WatchEvent[], revision: number): void {
     if (!this.watchers.size) return;
     for (const w of this.watchers) {
+      if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
       if (mine.length && !this.send(w.conn, { k: "ev", id: w.id, revision, events: mine })) {
         this.endWatch(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");

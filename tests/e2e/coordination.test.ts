@@ -91,6 +91,10 @@ describe("coordination primitives", () => {
     await Bun.sleep(200); // any duplicate would arrive now
     watch.close();
     await reading;
+    if (seen.length !== 1000) {
+      const vals = seen.map((e) => `${toText(e.value!)}@${e.modRevision}`);
+      console.error(`watch saw ${seen.length} events; around the anomaly: ${vals.filter((v, i) => i > 0 && (vals[i - 1]!.split("@")[0] === v.split("@")[0] || Number(v.split("@")[0]) !== Number(vals[i - 1]!.split("@")[0]) + 1)).join(" ")}`);
+    }
     expect(seen.length).toBe(1000);
     expect(seen.map((e) => toText(e.value!))).toEqual(Array.from({ length: 1000 }, (_, i) => String(i)));
     for (let i = 1; i < seen.length; i++) expect(seen[i]!.modRevision).toBe(seen[i - 1]!.modRevision + 1);
