@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ConfigError, parseEndpoint, parseNodesConf } from "../src/config";
-import { parseMessage } from "../src/raft/wire";
+import { fromWire, parseMessage, toWire } from "../src/raft/wire";
 
 describe("nodes.conf", () => {
   test("parses ids, hosts and ports, skipping comments and blank lines", () => {
@@ -32,6 +32,11 @@ describe("raft messages from the network", () => {
   const app = { type: "app", from: 1, to: 2, term: 3, prevIndex: 4, prevTerm: 3, commit: 4, readRound: 0, entries: [{ index: 5, term: 3, data: new Uint8Array(1) }] };
   test("a well-formed message passes", () => {
     expect(typeof parseMessage(app)).toBe("object");
+  });
+  test("appends travel with implied indexes and come back whole", () => {
+    const wire = toWire(app as never) as { entries: unknown[] };
+    expect(wire.entries[0]).toEqual([3, new Uint8Array(1)]);
+    expect(parseMessage(fromWire(wire))).toEqual(app as never);
   });
   test("malformed messages are refused with a reason, never reach the core", () => {
     expect(parseMessage(null)).toBe("not an object");

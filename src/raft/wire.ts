@@ -53,3 +53,26 @@ export function parseMessage(x: unknown): Message | string {
   }
   return m as unknown as Message;
 }
+
+/**
+ * The form an append takes on the wire: entries as [term, data] pairs, their indexes implied by
+ * prevIndex (they are contiguous), so no property names are encoded per entry.
+ */
+export function toWire(m: Message): unknown {
+  if (m.type !== "app" || m.entries.length === 0) return m;
+  const packed: [number, Uint8Array][] = new Array(m.entries.length);
+  for (let i = 0; i < m.entries.length; i++) packed[i] = [m.entries[i]!.term, m.entries[i]!.data];
+  return { ...m, entries: packed };
+}
+
+/** Undo toWire on a decoded value; anything malformed is left for parseMessage to refuse. */
+export function fromWire(x: unknown): unknown {
+  const m = x as { type?: unknown; prevIndex?: unknown; entries?: unknown };
+  if (!m || m.type !== "app" || !Array.isArray(m.entries) || typeof m.prevIndex !== "number") return x;
+  const entries = new Array<unknown>(m.entries.length);
+  for (let i = 0; i < m.entries.length; i++) {
+    const e = m.entries[i] as unknown;
+    entries[i] = Array.isArray(e) && e.length === 2 ? { index: m.prevIndex + 1 + i, term: e[0], data: e[1] } : e;
+  }
+  return { ...m, entries };
+}

@@ -8,7 +8,7 @@ import { isKvError } from "../kv/errors";
 import type { Command, KeySelector, RangeRequest, WatchEvent } from "../kv/types";
 import { dialFrames, listenFrames, PeerLink, type FramedConn, type FrameListener } from "../net";
 import { RaftCore } from "../raft/core";
-import { parseMessage } from "../raft/wire";
+import { fromWire, parseMessage, toWire } from "../raft/wire";
 import { NONE, type Message, type Ready, type Snapshot, type SnapshotMeta } from "../raft/types";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
@@ -307,7 +307,9 @@ export class RaftKvNode {
       if (p.term !== e.term) {
         this.reply(p.conn, p.reqId, { code: "LEADERSHIP_LOST", message: "leadership changed before the write committed; it was not applied" });
       } else if (result && result.ok) {
-        this.replyOk(p.conn, p.reqId, result.result);
+        // The previous value a put replaced is not sent back: clients do not ask for it.
+        const r = result.result;
+        this.replyOk(p.conn, p.reqId, r.op === "put" && r.prev ? { op: "put", revision: r.revision } : r);
       } else if (result) {
         this.reply(p.conn, p.reqId, { code: result.error.code, message: result.error.message });
       }
@@ -498,7 +500,7 @@ export class RaftKvNode {
       void this.streamSnapshot(m.to, m.term);
       return;
     }
-    this.links.get(m.to)?.send({ k: "raft", m });
+    this.links.get(m.to)?.send({ k: "raft", m: toWire(m) });
   }
 
   private onFrame(conn: FramedConn, value: unknown): void {
@@ -506,7 +508,7 @@ export class RaftKvNode {
     const f = value as { k?: unknown };
     switch (f.k) {
       case "raft": {
-        const m = parseMessage((value as { m: unknown }).m);
+        const m = parseMessage(fromWire((value as { m: unknown }).m));
         if (typeof m === "string") throw new Error(`malformed raft message: ${m}`);
         if (m.to !== this.id) {
           this.log.warn("dropped a message meant for another node (check nodes.conf on every host)", { to: m.to, from: m.from });
