@@ -46,9 +46,13 @@ const cbor = new Encoder({
   variableMapSize: true,
 });
 
-/** Encode plain data (objects, arrays, numbers, strings, Uint8Array) as CBOR. */
+/**
+ * Encode plain data (objects, arrays, numbers, strings, Uint8Array) as CBOR. The result is a copy of
+ * exactly its size: cbor-x returns a view into a shared buffer, and a log entry that kept such a view
+ * would keep the whole buffer alive.
+ */
 export function cborEncode(value: unknown): Uint8Array {
-  return cbor.encode(value);
+  return cbor.encode(value).slice();
 }
 
 /** Decode CBOR; throws whatever the decoder throws on malformed input. */

@@ -48,7 +48,7 @@ const ENTRY_OVERHEAD_BYTES = 96;
 const EVENT_OVERHEAD_BYTES = 64;
 
 const SNAPSHOT_MAGIC = "raftkv-kv-snapshot";
-const SNAPSHOT_FORMAT = 1;
+const SNAPSHOT_FORMAT = 2;
 const LEASE_FIELDS = 3; // id, ttlMs, expiresAt
 const SESSION_FIELDS = 4; // clientId, seq, lastSeen, result
 
@@ -782,7 +782,16 @@ export class KvStore {
       },
       finish: () => {
         done();
-        return cborEncode([...header, table.finish(), leases, sessions]);
+        // Layout: [u32 length of the CBOR head][CBOR head][key table]. The table (most of the bytes)
+        // never passes through cbor-x, whose shared output buffer would otherwise grow to its size and
+        // stay that large, pinned by every small value encoded into it later.
+        const head = cborEncode([...header, leases, sessions]);
+        const tableBytes = table.finish();
+        const out = new Uint8Array(4 + head.length + tableBytes.length);
+        new DataView(out.buffer).setUint32(0, head.length);
+        out.set(head, 4);
+        out.set(tableBytes, 4 + head.length);
+        return out;
       },
       abandon: done,
     };
@@ -794,13 +803,16 @@ export class KvStore {
    */
   load(bytes: Uint8Array): void {
     let raw: unknown;
+    const headLength = bytes.length >= 4 ? new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0) : -1;
+    if (headLength < 0 || 4 + headLength > bytes.length) badSnapshot(`bad head length in ${bytes.length} bytes`);
     try {
-      raw = cborDecode(bytes);
+      raw = cborDecode(bytes.subarray(4, 4 + headLength));
     } catch (error) {
       badSnapshot(`cannot decode ${bytes.length} bytes: ${String(error)}`);
     }
-    if (!Array.isArray(raw) || raw.length !== 10) badSnapshot("not a snapshot array");
-    const [magic, format, appliedIndex, revision, clock, nextLeaseId, keyCount, table, leases, sessions] = raw;
+    if (!Array.isArray(raw) || raw.length !== 9) badSnapshot("not a snapshot head");
+    const [magic, format, appliedIndex, revision, clock, nextLeaseId, keyCount, leases, sessions] = raw;
+    const table = bytes.subarray(4 + headLength);
     if (magic !== SNAPSHOT_MAGIC) badSnapshot("wrong magic");
     if (format !== SNAPSHOT_FORMAT) badSnapshot(`unknown format ${String(format)}`);
     if (!isCount(appliedIndex) || !isCount(revision) || !isTime(clock) || !isCount(nextLeaseId)) {

@@ -100,16 +100,30 @@ describe("snapshot", () => {
     const target = new Driver();
     target.ok({ op: "put", key: b("mine"), value: b("1") });
 
-    const decoded = cborDecode(good) as unknown[];
+    // Layout: [u32 head length][CBOR head: magic, format, applied, revision, clock, nextLease, keyCount,
+    // leases, sessions][key table].
+    const headLength = new DataView(good.buffer, good.byteOffset).getUint32(0);
+    const head = cborDecode(good.subarray(4, 4 + headLength)) as unknown[];
+    const table = good.slice(4 + headLength);
+    const pack = (h: unknown[], t: Uint8Array) => {
+      const hb = cborEncode(h);
+      const out = new Uint8Array(4 + hb.length + t.length);
+      new DataView(out.buffer).setUint32(0, hb.length);
+      out.set(hb, 4);
+      out.set(t, 4 + hb.length);
+      return out;
+    };
+    expect(d.store.snapshot()).toEqual(pack(head, table)); // the layout is understood
     const tampered: Uint8Array[] = [
       new Uint8Array(0),
       new Uint8Array([1, 2, 3]),
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, 1]),
       good.slice(0, good.length - 5),
-      cborEncode(["raftkv-kv-snapshot", 99, ...decoded.slice(2)]),
-      cborEncode(["other", ...decoded.slice(1)]),
-      cborEncode([...decoded.slice(0, 8), [], decoded[9]]), // keys refer to a missing lease
-      cborEncode([...decoded.slice(0, 6), 51, ...decoded.slice(7)]), // wrong key count
-      cborEncode([...decoded.slice(0, 7), (decoded[7] as Uint8Array).slice(0, 40), ...decoded.slice(8)]),
+      pack(["raftkv-kv-snapshot", 99, ...head.slice(2)], table),
+      pack(["other", ...head.slice(1)], table),
+      pack([...head.slice(0, 7), [], head[8]], table), // keys refer to a missing lease
+      pack([...head.slice(0, 6), 51, ...head.slice(7)], table), // wrong key count
+      pack(head, table.slice(0, 40)),
     ];
     const random = rng(7);
     for (let i = 0; i < 200; i++) {
