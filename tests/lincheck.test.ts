@@ -1,3 +1,4 @@
+import { mulberry32 } from "./rng";
 import { describe, expect, test } from "bun:test";
 import { checkLinearizable, SEARCH_LIMIT_PREFIX, type HistoryOp } from "./lincheck";
 
@@ -21,17 +22,7 @@ function cas(
   return { client, kind: "cas", key, expected, value, invoke, complete, ok };
 }
 
-/** mulberry32: small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 interface GenOpts {
   ops: number;

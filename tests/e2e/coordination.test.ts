@@ -8,7 +8,7 @@ import type { WatchEvent } from "../../src/kv/types";
 import { dialFrames, type FramedConn } from "../../src/net";
 import type { ResponseFrame } from "../../src/protocol";
 import { checkLinearizable, type HistoryOp } from "../lincheck";
-import { mulberry32 } from "../raft/sim";
+import { mulberry32 } from "../rng";
 import { BIN, TestCluster, waitFor } from "./harness";
 
 const SEED = Number(process.env.RAFTKV_E2E_SEED ?? Date.now() % 100000);

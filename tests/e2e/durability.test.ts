@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RaftKvClient, RaftKvError, toText } from "../../src/client/client";
-import { mulberry32 } from "../raft/sim";
+import { mulberry32 } from "../rng";
 import { BIN, TestCluster, waitFor } from "./harness";
 
 const SEED = Number(process.env.RAFTKV_E2E_SEED ?? Date.now() % 100000);

@@ -15,17 +15,7 @@ export function str(bytes: Uint8Array | undefined): string | undefined {
   return bytes === undefined ? undefined : decoder.decode(bytes);
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 as rng } from "../rng";
 
 export function randInt(random: () => number, n: number): number {
   return Math.floor(random() * n);

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { RaftCore, type InitialState } from "../../src/raft/core";
 import { NONE, type Entry, type Message, type Ready } from "../../src/raft/types";
-import { mulberry32 } from "./sim";
+import { mulberry32 } from "../rng";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 

@@ -5,16 +5,9 @@
 import { RaftCore, type InitialState } from "../../src/raft/core";
 import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready, type Snapshot } from "../../src/raft/types";
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../rng";
+
+export { mulberry32 };
 
 export class SafetyViolation extends Error {}
 
