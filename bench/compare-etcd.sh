@@ -13,8 +13,7 @@
 #   (FAILOVER_ROUNDS rounds per system, median; the killed member is restarted between rounds).
 #
 # Load generators, both measured by src/bench/runner.ts (performance.now() around each request):
-#   raftkv: `dist/raftkv bench --json` if the binary has that command, else bench/raftkv-load.ts (the
-#           same src/bench code run from source). RAFTKV_LOAD=script forces the latter.
+#   raftkv: `dist/raftkv bench --json`.
 #   etcd:   bench/etcd-load.ts over etcd's HTTP/JSON gateway (POST /v3/kv/put, /v3/kv/range, /v3/kv/txn,
 #           base64 keys) with Bun's fetch: no client dependency. The etcd3 npm package (gRPC through
 #           grpc-js) was tried and was slower here, under Bun and under Node: the JS gRPC client itself
@@ -43,7 +42,6 @@ FAILOVER_ROUNDS=${FAILOVER_ROUNDS:-5}
 ETCD_TARGET=${ETCD_TARGET:-spread}
 ETCD_HEARTBEAT_MS=${ETCD_HEARTBEAT_MS:-100}
 ETCD_ELECTION_MS=${ETCD_ELECTION_MS:-1000}
-RAFTKV_LOAD=${RAFTKV_LOAD:-auto}
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -152,26 +150,10 @@ wait_etcd() {
 
 # ---- load ----------------------------------------------------------------------------------------
 
-USE_BINARY=0
-if [ "$RAFTKV_LOAD" != script ] && "$RAFTKV" bench --help 2>/dev/null | grep -q -- '--workload'; then
-  USE_BINARY=1
-  DURATION_FLAG=--duration
-  "$RAFTKV" bench --help 2>/dev/null | grep -q -- '--duration-ms' && DURATION_FLAG=--duration-ms
-fi
-
-# run_raftkv OUTFILE workload-args...
+# run_raftkv OUTFILE workload-args...: the binary's own `raftkv bench`, the same src/bench code.
 run_raftkv() {
   local out=$1; shift
-  if [ $USE_BINARY = 1 ]; then
-    # A generous wall-clock cap in case the binary reads the duration in other units.
-    if timeout $((DURATION_MS / 1000 * 3 + 60)) "$RAFTKV" bench --endpoints "$RAFT_EPS" "$DURATION_FLAG" "$DURATION_MS" --json "$@" >"$out" 2>>"$TMP/load.log" &&
-      grep -q '"throughput"' "$out"; then
-      return 0
-    fi
-    log "  (dist/raftkv bench failed or printed no report; using bench/raftkv-load.ts from now on)"
-    USE_BINARY=0
-  fi
-  "$BUN" bench/raftkv-load.ts run --endpoints "$RAFT_EPS" --duration-ms "$DURATION_MS" --json "$@" >"$out" 2>>"$TMP/load.log"
+  "$RAFTKV" bench --endpoints "$RAFT_EPS" --duration "$DURATION_MS" --json "$@" >"$out" 2>>"$TMP/load.log"
 }
 
 run_etcd() {
@@ -200,7 +182,7 @@ pair() {
 # ---- run -----------------------------------------------------------------------------------------
 
 log "raftkv vs etcd: $(nproc) CPUs, temp dir on $(df -PT "$TMP" | awk 'NR==2 { print $2 }'), $(etcd --version | head -n 1), $("$RAFTKV" --version 2>/dev/null | awk '{ print $1 }')"
-log "raftkv load: $([ $USE_BINARY = 1 ] && echo 'dist/raftkv bench' || echo 'bench/raftkv-load.ts'); etcd load: HTTP gateway, target $ETCD_TARGET; $DURATION_MS ms per workload"
+log "raftkv load: dist/raftkv bench; etcd load: HTTP gateway, target $ETCD_TARGET; $DURATION_MS ms per workload"
 for i in 0 1 2; do start_raftkv "$i"; start_etcd "$i"; done
 wait_raftkv
 wait_etcd
