@@ -95,7 +95,7 @@ cli
   .option("--data-dir <dir>", "Where this node keeps its log and snapshots (default ./data/node-<id>)")
   .option("--heartbeat-ms <ms>", "Leader heartbeat interval", { default: DEFAULT_HEARTBEAT_MS })
   .option("--election-ms <ms>", "Base election timeout (randomized up to 2x)", { default: DEFAULT_ELECTION_MS })
-  .option("--snapshot-entries <n>", "Snapshot and compact the log every n applied entries", { default: DEFAULT_SNAPSHOT_ENTRIES })
+  .option("--snapshot-entries <n>", "Snapshot and compact the log after n applied entries (and once the log since the last snapshot is a quarter of the state)", { default: DEFAULT_SNAPSHOT_ENTRIES })
   .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
   .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
   .option("--log-format <format>", "text or json", { default: "text" })
