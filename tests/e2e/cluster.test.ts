@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RaftKvClient, RaftKvError, toText } from "../../src/client/client";
+import { dialFrames } from "../../src/net";
 import { BIN, TestCluster, waitFor } from "./harness";
 
 describe("a 3-node cluster of the compiled binary", () => {
@@ -81,6 +82,25 @@ describe("a 3-node cluster of the compiled binary", () => {
     const r = await c.cli(["get", "10", "--serializable"], { endpoints: c.endpoint(0) });
     expect(r).toMatchObject({ code: 0, stdout: "42" });
     expect(c.logs(0)).toContain("closed a connection that sent bad data");
+  });
+
+  test("well-formed frames carrying nonsense get a clear error reply, not a crash", async () => {
+    const leader = await c.waitForLeader();
+    const replies: { id: number; ok: boolean; code?: string; message?: string }[] = [];
+    const conn = await dialFrames("127.0.0.1", c.ports[leader]!, { onFrame: (_c, v) => replies.push(v as never) });
+    conn.send({ k: "req", id: 1, op: "write", cmd: { op: "put", key: "not bytes", value: 3 } });
+    conn.send({ k: "req", id: 2, op: "frobnicate" });
+    conn.send({ k: "req", id: 3, op: "range", range: { key: new Uint8Array(0) } });
+    conn.send({ k: "req", id: 4, op: "write", cmd: { op: "leaseExpire", ids: [1], now: 0 } });
+    await waitFor("four replies", () => replies.length === 4, 5000);
+    conn.close();
+    const byId = new Map(replies.map((r) => [r.id, r]));
+    expect(byId.get(1)).toMatchObject({ ok: false, code: "BAD_COMMAND" });
+    expect(byId.get(2)).toMatchObject({ ok: false, code: "BAD_REQUEST" });
+    expect(byId.get(2)!.message).toContain("frobnicate");
+    expect(byId.get(3)).toMatchObject({ ok: false });
+    expect(byId.get(4)).toMatchObject({ ok: false, code: "BAD_REQUEST" });
+    expect((await c.cli(["get", "10"])).stdout).toBe("42");
   });
 
   test("bad input gets a clear error and the node keeps serving: oversized value, bad nodes.conf", async () => {
