@@ -99,6 +99,7 @@ cli
   .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
   .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
   .option("--log-format <format>", "text or json", { default: "text" })
+  .option("--http-port <port>", "Also serve GET /health, /status and /metrics (Prometheus) over HTTP on this port")
   .option("--session-ttl <ttl>", "Forget a client's exactly-once session after this idle time (use the same on every node)", { default: "10m" })
   .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
   .example("raftkv serve 0 nodes.conf")
@@ -126,6 +127,7 @@ cli
           listenHost: flags.listenHost,
           groupCommit: flags.groupCommit !== false,
           sessionTtlMs: parseTtlMs(String(flags.sessionTtl)),
+          httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
         });
       } catch (err) {
         throw new UsageError((err as Error).message);

@@ -13,6 +13,7 @@ import { NONE, type Message, type Ready, type Snapshot, type SnapshotMeta } from
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
+import { serveHttp, type HttpEndpoints } from "./http";
 import { Logger, type LogFormat, type LogLevel } from "./log";
 
 export interface NodeOptions {
@@ -31,6 +32,8 @@ export interface NodeOptions {
   groupCommit?: boolean;
   /** Client sessions (for exactly-once retries) idle longer than this are forgotten. Same on every node. */
   sessionTtlMs?: number;
+  /** Serve /health, /status and /metrics over HTTP on this port (0 or absent: no HTTP). */
+  httpPort?: number;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 50;
@@ -73,7 +76,8 @@ interface PendingRead {
 export class RaftKvNode {
   readonly id: number;
   readonly self: NodeAddr;
-  private readonly opts: Required<Omit<NodeOptions, "listenHost">> & { listenHost?: string };
+  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort">> & { listenHost?: string; httpPort?: number };
+  private http: HttpEndpoints | null = null;
   readonly log: Logger;
   private core!: RaftCore;
   private kv!: KvStore;
@@ -151,7 +155,11 @@ export class RaftKvNode {
           for (const w of this.watchers) if (w.conn === conn) this.watchers.delete(w);
         },
       });
+      if (this.opts.httpPort) {
+        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, () => this.status());
+      }
     } catch (err) {
+      this.listener?.stop();
       this.wal?.close();
       this.lock.release();
       throw err;
@@ -177,6 +185,7 @@ export class RaftKvNode {
       this.collectGarbageWhenIdle();
     }, LEASE_CHECK_MS);
     this.log.info("serving", {
+      ...(this.http ? { http: this.http.port } : {}),
       addr: formatAddr(this.self),
       dataDir: this.opts.dataDir,
       peers: this.opts.nodes.length - 1,
@@ -222,6 +231,7 @@ export class RaftKvNode {
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     for (const link of this.links.values()) link.close();
     this.listener?.stop();
+    this.http?.stop();
     this.failAllPending("SHUTTING_DOWN", `node ${this.id} is shutting down`);
     try {
       this.wal.close();
