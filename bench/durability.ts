@@ -9,7 +9,6 @@
 
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { RaftKvClient } from "../src/client/client";
 import { TestCluster, waitFor } from "../tests/e2e/harness";
 
 const [mode = "group-commit", a, b] = process.argv.slice(2);
@@ -32,7 +31,7 @@ async function load(c: TestCluster, total: number, clients: number, key: (i: num
   const t0 = performance.now();
   let lastReport = t0;
   const worker = async () => {
-    const cl = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 30000 });
+    const cl = c.client(30000);
     for (let i = next++; i < total; i = next++) {
       await cl.put(key(i), value);
       if (progress && performance.now() - lastReport > 10000) {

@@ -2,7 +2,6 @@
 // is elected. Usage: bun bench/failover.ts [runs=7]
 // Starts a 3-node cluster of dist/raftkv on ephemeral ports; a writer does puts in a loop at one client.
 
-import { RaftKvClient } from "../src/client/client";
 import { TestCluster } from "../tests/e2e/harness";
 
 const runs = Number(process.argv[2] ?? 7);
@@ -13,7 +12,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 try {
   c.startAll();
-  const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 20000 });
+  const client = c.client(20000);
   for (let run = 0; run < runs; run++) {
     const leader = await c.waitForLeader();
     for (let i = 0; i < 20; i++) await client.put(`warm${i}`, "x");

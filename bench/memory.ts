@@ -2,7 +2,6 @@
 // Usage: bun bench/memory.ts [keys=1000000] [clients=64]
 
 import { readFileSync } from "node:fs";
-import { RaftKvClient } from "../src/client/client";
 import { TestCluster, waitFor } from "../tests/e2e/harness";
 
 const keys = Number(process.argv[2] ?? 1_000_000);
@@ -19,7 +18,7 @@ try {
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      const cl = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 30000 });
+      const cl = c.client(30000);
       for (let i = next++; i < keys; i = next++) {
         await cl.put(`key${String(i).padStart(8, "0")}`, value);
         if (i % 100000 === 0 && i) console.error(`  ${i} keys (${((i / (performance.now() - t0)) * 1000).toFixed(0)} puts/s)`);

@@ -2,7 +2,6 @@
 // Shared by server/ and client/; nothing else of either side leaks across.
 
 import type { Command, KeySelector, RangeRequest, WatchEvent } from "./kv/types";
-import type { Message } from "./raft/types";
 
 /** First frame on a peer's outbound connection. */
 export interface HelloFrame {
@@ -10,10 +9,10 @@ export interface HelloFrame {
   from: number;
 }
 
-/** A Raft message between peers. */
+/** A Raft message between peers, in the wire form of raft/wire.ts (appends carry [term, data] pairs). */
 export interface RaftFrame {
   k: "raft";
-  m: Message;
+  m: unknown;
 }
 
 /** One chunk of a snapshot a leader streams to a follower that fell behind compaction. */
@@ -64,8 +63,6 @@ export interface EventFrame {
   events?: WatchEvent[];
   error?: { code: string; message: string };
 }
-
-export type Frame = HelloFrame | RaftFrame | SnapChunkFrame | RequestFrame | ResponseFrame | EventFrame;
 
 /** What `status` returns for one node. */
 export interface NodeStatus {

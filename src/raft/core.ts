@@ -908,7 +908,7 @@ export class RaftCore {
     // On success, wait for the follower's append response to move to replicate.
   }
 
-  /** Ask for an election now (tests, and operators who want this node to lead). */
+  /** Start an election now instead of waiting for the timeout (used by tests). */
   campaignNow(): void {
     if (this.role !== "leader") this.campaign(this.cfg.preVote);
   }

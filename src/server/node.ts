@@ -3,15 +3,15 @@
 
 import { formatAddr, type NodeAddr } from "../config";
 import { DEFAULT_SESSION_TTL_MS, KvStore, keyMatcher } from "../kv/store";
-import { encodeLogCommand, extendAllLeasesCommand, leaseExpireCommand, parseRangeRequest, validateCommand } from "../kv/codec";
+import { encodeLogCommand, extendAllLeasesCommand, leaseExpireCommand, parseRangeRequest } from "../kv/codec";
 import { isKvError } from "../kv/errors";
-import type { Command, KeySelector, RangeRequest, WatchEvent } from "../kv/types";
+import type { ApplyResult, Command, KeySelector, RangeRequest, WatchEvent } from "../kv/types";
 import { dialFrames, listenFrames, PeerLink, type FramedConn, type FrameListener } from "../net";
 import { RaftCore } from "../raft/core";
 import { fromWire, parseMessage, toWire } from "../raft/wire";
 import { NONE, type Message, type Ready, type Snapshot, type SnapshotMeta } from "../raft/types";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
-import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
+import type { ClientOp, ErrorCode, HelloFrame, LeaderHint, NodeStatus, RaftFrame, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { Logger, type LogFormat, type LogLevel } from "./log";
@@ -169,7 +169,7 @@ export class RaftKvNode {
       const link = new PeerLink({
         host: peer.host,
         port: peer.port,
-        hello: { k: "hello", from: this.id },
+        hello: { k: "hello", from: this.id } satisfies HelloFrame,
         onConnect: () => this.log.debug("connected to peer", { peer: peer.id }),
         onDisconnect: (_l, reason) => this.log.debug("lost peer connection", { peer: peer.id, reason }),
         onError: (_l, err) => this.log.warn("bad data from peer", { peer: peer.id, reason: err.message }),
@@ -316,7 +316,7 @@ export class RaftKvNode {
     }
     for (const e of rd.committed) {
       this.logBytesSinceSnapshot += e.data.length;
-      let result: ReturnType<KvStore["applyEntry"]> | null = null;
+      let result: ApplyResult | null = null;
       if (e.data.length) result = this.kv.applyEntry(e.index, e.data);
       else this.kv.markApplied(e.index);
       const p = this.pendingWrites.get(e.index);
@@ -442,7 +442,7 @@ export class RaftKvNode {
     let conn: FramedConn | null = null;
     try {
       conn = await dialFrames(peer.host, peer.port, { onFrame: () => {} });
-      conn.send({ k: "hello", from: this.id });
+      conn.send({ k: "hello", from: this.id } satisfies HelloFrame);
       const total = snap.data.length;
       for (let offset = 0; offset < total || (offset === 0 && total === 0); offset += SNAPSHOT_CHUNK_BYTES) {
         while (conn.queuedBytes > SNAPSHOT_STREAM_WINDOW_BYTES) {
@@ -518,7 +518,7 @@ export class RaftKvNode {
       void this.streamSnapshot(m.to, m.term);
       return;
     }
-    this.links.get(m.to)?.send({ k: "raft", m: toWire(m) });
+    this.links.get(m.to)?.send({ k: "raft", m: toWire(m) } satisfies RaftFrame);
   }
 
   private onFrame(conn: FramedConn, value: unknown): void {
@@ -602,15 +602,15 @@ export class RaftKvNode {
         this.startWatch(conn, req.id, req.selector, req.fromRevision ?? 0);
         return;
       case "write": {
-        validateCommand(req.cmd);
-        req.cmd = this.stampLeaseCommand(req.cmd);
         if (this.core.role !== "leader") return this.notLeader(conn, req.id);
         if (this.pendingWrites.size >= MAX_PENDING_REQUESTS) {
           return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} writes pending; retry later` });
         }
         const hasSession = typeof req.clientId === "string" && typeof req.seq === "number";
+        // Encoding validates the command: bad input is refused (KvError, with what is wrong) before it
+        // can reach the log.
         const data = encodeLogCommand({
-          cmd: req.cmd,
+          cmd: this.stampLeaseCommand(req.cmd),
           now: Date.now(),
           ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
         });
@@ -626,16 +626,10 @@ export class RaftKvNode {
 
   /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */
   private stampLeaseCommand(cmd: Command): Command {
-    switch (cmd.op) {
-      case "leaseGrant":
-      case "leaseKeepAlive":
-        return { ...cmd, now: Date.now() };
-      case "leaseExpire":
-      case "leaseRefreshAll":
-        throw new Error(`${cmd.op} is proposed by the leader itself, not by clients`);
-      default:
-        return cmd;
-    }
+    const op = (cmd as { op?: unknown } | null)?.op;
+    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: Date.now() } as Command;
+    if (op === "leaseExpire" || op === "leaseRefreshAll") throw new Error(`${op} is proposed by the leader itself, not by clients`);
+    return cmd;
   }
 
   /**

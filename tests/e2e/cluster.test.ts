@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { RaftKvClient, RaftKvError, toText } from "../../src/client/client";
+import { RaftKvError, toText } from "../../src/client/client";
 import { dialFrames } from "../../src/net";
 import { BIN, TestCluster, waitFor } from "./harness";
 
@@ -104,7 +104,7 @@ describe("a 3-node cluster of the compiled binary", () => {
   });
 
   test("bad input gets a clear error and the node keeps serving: oversized value, bad nodes.conf", async () => {
-    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 5000 });
+    const client = c.client(5000);
     const err = await client.put("big", new Uint8Array(1024 * 1024 + 1)).catch((e) => e);
     expect(err).toBeInstanceOf(RaftKvError);
     expect(err.code).toBe("VALUE_TOO_LARGE");
@@ -119,7 +119,7 @@ describe("a 3-node cluster of the compiled binary", () => {
   });
 
   test("kill -9 of the leader: a new leader takes over and every acknowledged write survives", async () => {
-    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
+    const client = c.client();
     const acked = new Map<string, string>();
     for (let i = 0; i < 50; i++) {
       await client.put(`k${i}`, `v${i}`);

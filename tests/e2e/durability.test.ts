@@ -38,18 +38,23 @@ describe("durability", () => {
   afterAll(async () => {
     for (const c of clusters) await c.cleanup();
   });
-
-  test("kill -9 of random nodes (leader included) under write load loses no acknowledged write", async () => {
-    const rng = mulberry32(SEED);
-    const c = new TestCluster();
+  /** A running 3-node cluster with a leader, cleaned up after the file. */
+  async function freshCluster(extraArgs: string[] = []): Promise<TestCluster> {
+    const c = new TestCluster({ extraArgs });
     clusters.push(c);
     c.startAll();
     await c.waitForLeader();
+    return c;
+  }
+
+  test("kill -9 of random nodes (leader included) under write load loses no acknowledged write", async () => {
+    const rng = mulberry32(SEED);
+    const c = await freshCluster();
     const ledger = new Ledger();
     let stop = false;
     let acks = 0;
     const writer = async (w: number) => {
-      const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 4000 });
+      const client = c.client(4000);
       for (let n = 0; !stop; n++) {
         const key = `w${w}-${n % 40}`;
         const value = `${w}:${n}`;
@@ -80,18 +85,15 @@ describe("durability", () => {
       await Promise.all(writers);
     }
     await c.waitForLeader();
-    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
+    const client = c.client();
     expect(ledger.acked.size).toBeGreaterThan(50);
     await ledger.verify(client);
     client.close();
   });
 
   test("stopping and restarting the whole cluster keeps all data", async () => {
-    const c = new TestCluster();
-    clusters.push(c);
-    c.startAll();
-    await c.waitForLeader();
-    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
+    const c = await freshCluster();
+    const client = c.client();
     for (let i = 0; i < 200; i++) await client.put(`r${i}`, `value-${i}`);
     await client.delete("r7");
     // A second process on a data directory in use refuses to start, and says why.
@@ -109,11 +111,8 @@ describe("durability", () => {
   });
 
   test("a corrupt WAL record stops the node with an error naming file and offset; the others keep serving", async () => {
-    const c = new TestCluster();
-    clusters.push(c);
-    c.startAll();
-    await c.waitForLeader();
-    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
+    const c = await freshCluster();
+    const client = c.client();
     for (let i = 0; i < 100; i++) await client.put(`c${i}`, "x".repeat(50));
     await c.kill(2);
     const seg = readdirSync(c.dataDir(2)).filter((f) => f.startsWith("wal-")).sort()[0]!;
@@ -130,11 +129,9 @@ describe("durability", () => {
   });
 
   test("a node wiped empty catches up through InstallSnapshot and serves the same data", async () => {
-    const c = new TestCluster({ extraArgs: ["--snapshot-entries", "100"] });
-    clusters.push(c);
-    c.startAll();
+    const c = await freshCluster(["--snapshot-entries", "100"]);
     const leader = await c.waitForLeader();
-    const client = new RaftKvClient({ endpoints: c.endpoints.split(","), timeoutMs: 10000 });
+    const client = c.client();
     for (let i = 0; i < 600; i++) await client.put(`s${i % 300}`, `gen${Math.floor(i / 300)}-${i}`);
     const follower = [0, 1, 2].find((i) => i !== leader)!;
     await waitFor("the leader to take a snapshot", async () => (await c.statuses()).find((s) => s.id === leader)!.snapshotIndex! > 0);

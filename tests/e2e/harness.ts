@@ -1,10 +1,11 @@
 // Runs the compiled binary as real processes: a cluster on ephemeral ports in a temp dir. Every
 // process started here is tracked by PID and killed by stopAll().
 
-import { mkdtempSync, rmSync, writeFileSync, existsSync, openSync, closeSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { RaftKvClient } from "../../src/client/client";
 
 /** The binary under test; RAFTKV_BIN points benchmarks at another build. */
 export const BIN = process.env.RAFTKV_BIN ?? resolve(import.meta.dir, "../../dist/raftkv");
@@ -71,6 +72,11 @@ export class TestCluster {
 
   get endpoints(): string {
     return this.ports.map((p) => `127.0.0.1:${p}`).join(",");
+  }
+
+  /** A client of the whole cluster; the caller closes it. */
+  client(timeoutMs = 10000): RaftKvClient {
+    return new RaftKvClient({ endpoints: this.endpoints.split(","), timeoutMs });
   }
 
   endpoint(id: number): string {
@@ -167,7 +173,7 @@ export class TestCluster {
 
   logs(id: number): string {
     try {
-      return require("node:fs").readFileSync(this.logFile(id), "utf8");
+      return readFileSync(this.logFile(id), "utf8");
     } catch {
       return "";
     }
