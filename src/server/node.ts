@@ -221,7 +221,7 @@ export class RaftKvNode {
         return;
       }
       case "snapChunk": {
-        const m = this.transport.onSnapChunk(value as SnapChunkFrame);
+        const m = this.transport.onSnapChunk(value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
         if (m) this.runtime.step(m);
         return;
       }

@@ -28,9 +28,10 @@ export interface Transport {
   send(m: Message): void;
   /**
    * Deliver a snapshot to `to` (the receiver steps it as a "snap" message of `term`). Resolves true once
-   * it was handed over completely, false (or rejects) if the transfer failed.
+   * it was handed over completely, false (or rejects) if the transfer failed. `onProgress` is called
+   * whenever part of it got through (the follower is alive and the transfer not stalled).
    */
-  sendSnapshot(to: NodeId, term: number, snap: Snapshot): Promise<boolean>;
+  sendSnapshot(to: NodeId, term: number, snap: Snapshot, onProgress: () => void): Promise<boolean>;
 }
 
 /** The write-ahead log operations the runtime uses (src/storage/wal.ts). */
@@ -223,6 +224,12 @@ export class NodeRuntime {
   /** A Raft message from a peer (a snapshot arrives whole, with its data). */
   step(m: Message): void {
     this.core.step(m);
+    this.scheduleReady();
+  }
+
+  /** A chunk of a snapshot `from` streams to us arrived: contact from the leader. */
+  snapshotChunkReceived(from: NodeId, term: number): void {
+    this.core.snapshotChunkReceived(from, term);
     this.scheduleReady();
   }
 
@@ -439,7 +446,8 @@ export class NodeRuntime {
     }
     this.snapshotStreams.add(peerId);
     try {
-      if (!(await this.transport.sendSnapshot(peerId, term, snap))) throw new Error("transfer did not complete");
+      const progress = () => this.core.snapshotStreamProgress(peerId);
+      if (!(await this.transport.sendSnapshot(peerId, term, snap, progress))) throw new Error("transfer did not complete");
       this.log.info("sent snapshot to follower", { peer: peerId, index: snap.index, bytes: snap.data.length });
       this.core.reportSnapshot(peerId, true);
     } catch (err) {

@@ -50,7 +50,7 @@ export class TcpTransport implements Transport {
   }
 
   /** Stream a snapshot to a follower on its own connection, in chunks, with flow control. */
-  async sendSnapshot(peerId: NodeId, term: number, snap: Snapshot): Promise<boolean> {
+  async sendSnapshot(peerId: NodeId, term: number, snap: Snapshot, onProgress: () => void): Promise<boolean> {
     const peer = this.nodes.find((n) => n.id === peerId)!;
     let conn: FramedConn | null = null;
     try {
@@ -73,6 +73,8 @@ export class TcpTransport implements Transport {
           data: snap.data.subarray(offset, Math.min(total, offset + SNAPSHOT_CHUNK_BYTES)),
         };
         if (!conn.send(chunk)) throw new Error("send queue full");
+        // The previous chunks left the queue: the follower is alive and the transfer not stalled.
+        onProgress();
         if (total === 0) break;
       }
       while (conn.queuedBytes > 0 && !conn.closed) await Bun.sleep(2);
@@ -82,10 +84,14 @@ export class TcpTransport implements Transport {
     }
   }
 
-  /** A snapshot chunk arrived; returns the whole snapshot message once its last chunk is in. */
-  onSnapChunk(f: SnapChunkFrame): Message | null {
+  /**
+   * A snapshot chunk arrived; `onContact` hears of every well-formed one (contact from the leader).
+   * Returns the whole snapshot message once its last chunk is in.
+   */
+  onSnapChunk(f: SnapChunkFrame, onContact: (from: NodeId, term: number) => void): Message | null {
     if (
       typeof f.from !== "number" ||
+      typeof f.term !== "number" ||
       typeof f.index !== "number" ||
       typeof f.offset !== "number" ||
       typeof f.total !== "number" ||
@@ -94,6 +100,7 @@ export class TcpTransport implements Transport {
       this.log.warn("ignored a malformed snapshot chunk");
       return null;
     }
+    onContact(f.from, f.term);
     let inc = this.incomingSnapshots.get(f.from);
     if (f.offset === 0) {
       inc = { index: f.index, term: f.snapTerm, parts: [], received: 0, total: f.total };
