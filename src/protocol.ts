@@ -32,7 +32,7 @@ export type ClientOp =
   | { op: "range"; range: RangeRequest; serializable?: boolean }
   | { op: "status" }
   // Leases as the leader sees them: every lease ({ leases: LeaseStatus[] }), or one with its keys.
-  | { op: "leases"; id?: number }
+  | { op: "leases"; lease?: number }
   // prevKv: events carry the value the key had before the change (prevValue).
   | { op: "watch"; selector: KeySelector; fromRevision?: number; prevKv?: boolean };
 

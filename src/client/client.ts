@@ -157,7 +157,7 @@ export class RaftKvClient {
 
   /** One lease: granted TTL, time left by the leader's clock, and its keys. LEASE_NOT_FOUND if none. */
   async leaseTimeToLive(id: number): Promise<LeaseStatus & { keys: Uint8Array[] }> {
-    return (await this.call({ op: "leases", id })) as LeaseStatus & { keys: Uint8Array[] };
+    return (await this.call({ op: "leases", lease: id })) as LeaseStatus & { keys: Uint8Array[] };
   }
 
   /** Forget the history through `revision`: reads and watches at or before it then fail with COMPACTED. */
