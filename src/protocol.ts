@@ -31,6 +31,7 @@ export type ClientOp =
   | { op: "write"; cmd: Command; clientId?: string; seq?: number }
   | { op: "range"; range: RangeRequest; serializable?: boolean }
   | { op: "status" }
+  | { op: "stats" } // what the dashboard shows of a node (server/metrics.ts NodeStats)
   | { op: "watch"; selector: KeySelector; fromRevision?: number };
 
 export type RequestFrame = { k: "req"; id: number } & ClientOp;

@@ -8,6 +8,7 @@ import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import type { FramedConn } from "../net";
 import { NONE } from "../raft/types";
 import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame } from "../protocol";
+import type { NodeMetrics } from "./metrics";
 import type { Clock, Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
@@ -24,6 +25,8 @@ export interface ClientServiceDeps {
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
+  /** Told of every request and answer; also answers `stats` (production: /metrics and the dashboard). */
+  metrics?: NodeMetrics;
 }
 
 export class ClientService {
@@ -32,6 +35,7 @@ export class ClientService {
   private readonly clock: Clock;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
+  private readonly metrics: NodeMetrics | undefined;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
@@ -39,6 +43,7 @@ export class ClientService {
     this.clock = deps.clock;
     this.nodes = deps.nodes;
     this.status = deps.status;
+    this.metrics = deps.metrics;
   }
 
   private get id(): number {
@@ -63,6 +68,7 @@ export class ClientService {
 
   onRequest(conn: ClientConn, req: RequestFrame): void {
     if (typeof req.id !== "number") throw new Error("request without an id");
+    this.metrics?.requestStarted(conn, req);
     try {
       this.handleRequest(conn, req);
     } catch (err) {
@@ -75,6 +81,10 @@ export class ClientService {
     switch (req.op) {
       case "status":
         this.replyOk(conn, req.id, this.status());
+        return;
+      case "stats":
+        if (!this.metrics) throw new Error(`node ${this.id} keeps no stats`);
+        this.replyOk(conn, req.id, this.metrics.stats());
         return;
       case "range": {
         const range = parseRangeRequest(req.range);
@@ -92,9 +102,11 @@ export class ClientService {
         });
         return;
       }
-      case "watch":
-        this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0);
+      case "watch": {
+        const started = this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0);
+        this.metrics?.requestEnded(conn, req.id, started);
         return;
+      }
       case "write": {
         if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
         if (this.runtime.pendingWriteCount >= MAX_PENDING_REQUESTS) {
@@ -147,10 +159,12 @@ export class ClientService {
   }
 
   private replyOk(conn: ClientConn, id: number, result: unknown): void {
+    this.metrics?.requestEnded(conn, id, "ok");
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
   }
 
   private reply(conn: ClientConn, id: number, err: { code: ErrorCode; message: string; leader?: LeaderHint }): void {
+    this.metrics?.requestEnded(conn, id, err.code);
     if (conn.closed) return;
     conn.send({ k: "res", id, ok: false, code: err.code, message: err.message, ...(err.leader ? { leader: err.leader } : {}) });
   }
