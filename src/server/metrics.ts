@@ -239,8 +239,8 @@ const SAMPLE_MS = 1000;
 const RTT_PROBE_TIMEOUT_MS = 5000;
 
 const ROLES = ["follower", "precandidate", "candidate", "leader"];
-const WRITE_OPS = new Set(["put", "del", "txn", "leaseGrant", "leaseKeepAlive", "leaseRevoke"]);
-const OTHER_OPS = new Set(["range", "status", "watch", "stats"]);
+const WRITE_OPS = new Set(["put", "del", "txn", "compact", "leaseGrant", "leaseKeepAlive", "leaseRevoke", "sessionRegister", "sessionTtl"]);
+const OTHER_OPS = new Set(["range", "status", "watch", "leases", "stats"]);
 /** Answers to a proposed write that say it did not commit under this leader. */
 const PROPOSAL_FAILURES = new Set(["LEADERSHIP_LOST", "SHUTTING_DOWN"]);
 

@@ -12,6 +12,18 @@ interface Watcher {
   matches: (key: Uint8Array) => boolean;
   /** First revision wanted: a lagging node may still apply older ones after the watch starts. */
   from: number;
+  /** Send each event's previous value (prevValue); without it, it is left out. */
+  prevKv: boolean;
+}
+
+/** The events as a watcher asked for them: without prevValue unless it asked for the previous values. */
+function shaped(events: readonly WatchEvent[], prevKv: boolean): readonly WatchEvent[] {
+  if (prevKv) return events;
+  return events.map((e) => {
+    if (e.prevValue === undefined) return e;
+    const { prevValue: _omitted, ...rest } = e;
+    return rest;
+  });
 }
 
 export class Watches {
@@ -30,7 +42,7 @@ export class Watches {
   }
 
   /** Starts a watch; returns "ok", or the error code the watch ended with at once. */
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number): "ok" | "COMPACTED" {
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): "ok" | "COMPACTED" {
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
@@ -44,9 +56,9 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      if (!send(conn, { k: "ev", id, revision: rev, events: group })) return "ok";
+      if (!send(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) })) return "ok";
     }
-    this.watchers.add({ conn, id, matches, from: fromRevision });
+    this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
     return "ok";
   }
 
@@ -65,7 +77,7 @@ export class Watches {
     for (const w of this.watchers) {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
-      if (mine.length && !send(w.conn, { k: "ev", id: w.id, revision, events: mine })) {
+      if (mine.length && !send(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) })) {
         this.end(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
       }
     }
