@@ -1,5 +1,7 @@
-// Public API of the storage layer: the WAL, snapshot files and the data-dir lock.
+// Public API of the storage layer: the WAL, snapshot files, the data-dir lock and the Disk they use.
 
+export { realDisk, type Disk, type OpenMode } from "./disk";
+export { SimDisk, type CrashOptions, type PendingWrite, type SimDiskOptions, type WriteFate } from "./simdisk";
 export { DataDirLockedError, LOCK_FILE_NAME, lockDataDir, type DataDirLock } from "./lock";
 export {
   SNAPSHOTS_KEPT,

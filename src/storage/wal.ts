@@ -18,21 +18,12 @@
 //
 // Every segment starts with a hard-state record, so deleting older segments never loses the hard state.
 
-import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "../raft/types";
 import { NONE } from "../raft/types";
 import { loadLatestSnapshot, type StorageLog } from "./snapshot";
-import {
-  crc32,
-  fsyncDirSync,
-  getI64,
-  getU64,
-  isSafeIndex,
-  setI64,
-  setU64,
-  writeAllSync,
-} from "./util";
+import { readWholeFile, realDisk, type Disk } from "./disk";
+import { crc32, getI64, getU64, isSafeIndex, setI64, setU64 } from "./util";
 
 export const WAL_RECORD_HEADER_BYTES = 12;
 /** Largest record payload accepted on append and on replay. */
@@ -68,6 +59,8 @@ export interface WalOptions {
   /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
   segmentBytes?: number;
   log?: StorageLog;
+  /** The file operations to use (default: node:fs). */
+  disk?: Disk;
 }
 
 export interface RecoveredState {
@@ -262,6 +255,7 @@ export class Wal {
   private closed = false;
 
   private constructor(
+    private readonly disk: Disk,
     private readonly dir: string,
     private readonly segmentBytes: number,
     private readonly log: StorageLog,
@@ -282,13 +276,14 @@ export class Wal {
       throw new RangeError(`segmentBytes must be a positive integer (got ${segmentBytes})`);
     }
     const log = opts.log ?? defaultLog;
-    fs.mkdirSync(dir, { recursive: true });
+    const disk = opts.disk ?? realDisk;
+    disk.mkdir(dir);
 
-    const snapshot = loadLatestSnapshot(dir, log);
+    const snapshot = loadLatestSnapshot(dir, log, disk);
     const snapshotIndex = snapshot?.index ?? 0;
 
     const found: { seq: number; path: string }[] = [];
-    for (const name of fs.readdirSync(dir)) {
+    for (const name of disk.readdir(dir)) {
       const match = SEGMENT_NAME.exec(name);
       if (match) found.push({ seq: Number(match[1]), path: path.join(dir, name) });
     }
@@ -308,8 +303,7 @@ export class Wal {
     const segments: Segment[] = [];
     for (let i = 0; i < found.length; i++) {
       const { seq, path: file } = found[i]!;
-      const raw = fs.readFileSync(file);
-      const bytes = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+      const bytes = readWholeFile(disk, file);
       const segment: Segment = { seq, path: file, size: bytes.length, maxIndex: 0 };
       const { validBytes, tornReason } = replaySegment(bytes, file, i === found.length - 1, replay, segment);
       if (tornReason !== null) {
@@ -318,12 +312,12 @@ export class Wal {
           `truncating torn WAL tail in ${file} at offset ${validBytes}: ${tornReason} ` +
             `(${bytes.length - validBytes} bytes dropped)`,
         );
-        const fd = fs.openSync(file, "r+");
+        const fd = disk.open(file, "r+");
         try {
-          fs.ftruncateSync(fd, validBytes);
-          fs.fsyncSync(fd);
+          disk.truncate(fd, validBytes);
+          disk.fdatasync(fd);
         } finally {
-          fs.closeSync(fd);
+          disk.close(fd);
         }
         segment.size = validBytes;
       }
@@ -337,15 +331,15 @@ export class Wal {
     let wal: Wal;
     if (last !== undefined && last.size > 0 && last.size < segmentBytes) {
       // Keep appending to the last segment (it already starts with a hard-state record).
-      const fd = fs.openSync(last.path, "r+");
-      wal = new Wal(dir, segmentBytes, log, segments, fd, replay.hardState, lastEntryIndex);
+      const fd = disk.open(last.path, "r+");
+      wal = new Wal(disk, dir, segmentBytes, log, segments, fd, replay.hardState, lastEntryIndex);
     } else if (last !== undefined && last.size === 0) {
       // An empty last segment (crash right after it was created): give it its first record now.
-      const fd = fs.openSync(last.path, "r+");
-      wal = new Wal(dir, segmentBytes, log, segments, fd, replay.hardState, lastEntryIndex);
+      const fd = disk.open(last.path, "r+");
+      wal = new Wal(disk, dir, segmentBytes, log, segments, fd, replay.hardState, lastEntryIndex);
       wal.startSegmentWithHardState();
     } else {
-      wal = new Wal(dir, segmentBytes, log, segments, -1, replay.hardState, lastEntryIndex);
+      wal = new Wal(disk, dir, segmentBytes, log, segments, -1, replay.hardState, lastEntryIndex);
       wal.createSegment(last === undefined ? 1 : last.seq + 1);
     }
     log(
@@ -460,12 +454,12 @@ export class Wal {
     let deleted = 0;
     while (this.segments.length > 1 && this.segments[0]!.maxIndex <= snapshotIndex) {
       const segment = this.segments[0]!;
-      fs.unlinkSync(segment.path);
+      this.disk.unlink(segment.path);
       this.segments.shift();
       deleted++;
     }
     if (deleted > 0) {
-      fsyncDirSync(this.dir);
+      this.disk.fsyncDir(this.dir);
       this.log("info", `wal compacted to snapshot ${snapshotIndex}: deleted ${deleted} segment(s)`);
     }
     return deleted;
@@ -478,7 +472,7 @@ export class Wal {
       if (this.failure === null && this.pendingLength > 0) this.sync();
     } finally {
       this.closed = true;
-      if (this.fd >= 0) fs.closeSync(this.fd);
+      if (this.fd >= 0) this.disk.close(this.fd);
       this.fd = -1;
     }
   }
@@ -531,8 +525,8 @@ export class Wal {
   /** One write + one fdatasync of the pending buffer at the end of `segment`. */
   private flushPending(segment: Segment): void {
     try {
-      writeAllSync(this.fd, this.pending.subarray(0, this.pendingLength), segment.size);
-      fs.fdatasyncSync(this.fd);
+      this.disk.write(this.fd, this.pending.subarray(0, this.pendingLength), segment.size);
+      this.disk.fdatasync(this.fd);
     } catch (err) {
       this.failure = err; // the file's state is unknown now: never write to it again
       throw err;
@@ -556,8 +550,8 @@ export class Wal {
   private createSegment(seq: number): void {
     const file = path.join(this.dir, walSegmentName(seq));
     try {
-      this.fd = fs.openSync(file, "wx", 0o644);
-      fsyncDirSync(this.dir);
+      this.fd = this.disk.open(file, "wx");
+      this.disk.fsyncDir(this.dir);
     } catch (err) {
       this.failure = err;
       throw err;
@@ -568,7 +562,7 @@ export class Wal {
 
   private rotate(): void {
     const finished = this.currentSegment();
-    fs.closeSync(this.fd);
+    this.disk.close(this.fd);
     this.fd = -1;
     this.createSegment(finished.seq + 1);
   }
