@@ -5,6 +5,7 @@ export { SimDisk, type CrashOptions, type PendingWrite, type SimDiskOptions, typ
 export { DataDirLockedError, LOCK_FILE_NAME, lockDataDir, type DataDirLock } from "./lock";
 export {
   SNAPSHOTS_KEPT,
+  SnapshotCorruptError,
   loadLatestSnapshot,
   snapshotFileName,
   snapshotFiles,
@@ -14,6 +15,7 @@ export {
   type StorageLog,
 } from "./snapshot";
 export {
+  CORRUPTION_ADVICE,
   WAL_DEFAULT_SEGMENT_BYTES,
   WAL_MAX_RECORD_PAYLOAD_BYTES,
   WAL_RECORD_HEADER_BYTES,

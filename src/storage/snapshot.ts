@@ -17,6 +17,25 @@ import { crc32, errorCode, getU64, isSafeIndex, setU64 } from "./util";
 
 export type StorageLog = (level: "warn" | "info", msg: string) => void;
 
+export class SnapshotCorruptError extends Error {
+  override readonly name = "SnapshotCorruptError";
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    readonly older: string | null,
+  ) {
+    super(
+      `corrupt snapshot ${file}: ${problem}. It was synced before it got its name, so this is corruption, not a ` +
+        `torn write, and the node will not start on it. Do not edit the file. Options: ` +
+        (older === null
+          ? "restore this node's data dir from a backup, or replace the node with a new member from a healthy peer."
+          : `move ${file} out of the data dir to start from the older snapshot ${older} (the node refuses again if ` +
+            `its log no longer reaches back to it), or restore this node's data dir from a backup, or replace the ` +
+            `node with a new member from a healthy peer.`),
+    );
+  }
+}
+
 export const SNAPSHOT_HEADER_BYTES = 40;
 export const SNAPSHOT_FORMAT_VERSION = 1;
 /** How many snapshot files writeSnapshot leaves behind (the newest ones). */
@@ -173,30 +192,30 @@ export async function writeSnapshotAsync(dir: string, snap: Snapshot, disk: Disk
   return finalPath;
 }
 
-/**
- * The newest snapshot in `dir` that validates, or null if there is none. Corrupt snapshot files are
- * skipped with a warning (and left in place for inspection); leftover temp files are deleted.
- */
-export function loadLatestSnapshot(dir: string, log?: StorageLog, disk: Disk = realDisk): Snapshot | null {
+/** Deletes snapshot temp files left by a crash mid-write (only at startup: one may be in progress later). */
+export function cleanSnapshotTempFiles(dir: string, log: StorageLog, disk: Disk = realDisk): void {
   for (const name of readDirOrEmpty(dir, disk)) {
     if (SNAPSHOT_TEMP_NAME.test(name)) {
-      log?.("info", `removing leftover snapshot temp file ${path.join(dir, name)}`);
+      log("info", `removing leftover snapshot temp file ${path.join(dir, name)}`);
       removeIfPresent(path.join(dir, name), disk);
     }
   }
+}
+
+/**
+ * The newest snapshot in `dir`, or null if there is none. A damaged newest snapshot throws
+ * SnapshotCorruptError naming the file and what is wrong: a snapshot file gets its name only after its
+ * data was synced (temp file, fdatasync, rename), so damage in it is never a torn write, and falling back
+ * to the older snapshot silently would hide a failing disk. The `log` parameter is kept for callers.
+ */
+export function loadLatestSnapshot(dir: string, _log?: StorageLog, disk: Disk = realDisk): Snapshot | null {
   const files = snapshotFiles(dir, disk);
-  for (let i = files.length - 1; i >= 0; i--) {
-    const file = files[i]!;
-    const result = decodeSnapshotFile(readWholeFile(disk, file.path));
-    if (typeof result === "string") {
-      log?.("warn", `skipping corrupt snapshot ${file.path}: ${result}`);
-      continue;
-    }
-    if (result.index !== file.index) {
-      log?.("warn", `skipping snapshot ${file.path}: its header says index ${result.index}`);
-      continue;
-    }
-    return result;
+  const newest = files[files.length - 1];
+  if (newest === undefined) return null;
+  const result = decodeSnapshotFile(readWholeFile(disk, newest.path));
+  if (typeof result === "string") throw new SnapshotCorruptError(newest.path, result, files[files.length - 2]?.path ?? null);
+  if (result.index !== newest.index) {
+    throw new SnapshotCorruptError(newest.path, `its header says index ${result.index}`, files[files.length - 2]?.path ?? null);
   }
-  return null;
+  return result;
 }

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DataDirLockedError, lockDataDir } from "../../src/storage";
+import { DataDirLockedError, lockDataDir, type DataDirLock } from "../../src/storage";
 import { makeTempDir, removeTempDirs } from "./helpers";
 
 afterEach(removeTempDirs);
@@ -19,38 +19,49 @@ function lockError(dir: string): DataDirLockedError {
   return caught as DataDirLockedError;
 }
 
-/** Starts `bun -e` holding the lock of `dir`; resolves once it says it holds it. */
-async function holdInChild(dir: string): Promise<Bun.Subprocess<"ignore", "pipe", "inherit">> {
+/**
+ * Starts `bun -e` holding the lock of `dir`, as the child of a `sleep` that never reaps it (so once
+ * killed it stays a zombie). Resolves once it holds the lock, with its pid and the parent to stop later.
+ */
+async function holdInChild(dir: string): Promise<{ pid: number; parent: Bun.Subprocess<"ignore", "pipe", "inherit"> }> {
   const script = `const { lockDataDir } = await import(${JSON.stringify(LOCK_MODULE)});
-lockDataDir(${JSON.stringify(dir)}); console.log("locked"); setInterval(() => {}, 1000);`;
-  const child = Bun.spawn([process.execPath, "-e", script], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
-  const reader = child.stdout.getReader();
+lockDataDir(${JSON.stringify(dir)}); console.log("locked " + process.pid); setInterval(() => {}, 1000);`;
+  const parent = Bun.spawn(["sh", "-c", '"$HOLDER_BUN" -e "$HOLDER_SCRIPT" & exec sleep 60'], {
+    env: { ...process.env, HOLDER_BUN: process.execPath, HOLDER_SCRIPT: script },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const reader = parent.stdout.getReader();
   let seen = "";
-  while (!seen.includes("locked")) {
+  while (!/locked \d+\n/.test(seen)) {
     const { value, done } = await reader.read();
     if (done) throw new Error(`lock holder exited before locking: ${seen}`);
     seen += new TextDecoder().decode(value);
   }
   reader.releaseLock();
-  return child;
+  return { pid: Number(/locked (\d+)/.exec(seen)![1]), parent };
 }
 
-/**
- * Polls /proc without yielding to the event loop (so the child is not reaped) until `pid` is a zombie.
- * The deadline only bounds a broken run; the condition, not the time, ends the wait.
- */
-function waitForZombieSync(pid: number): boolean {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      return false; // already reaped: the zombie case cannot be checked
-    }
-    if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return true;
+function isZombie(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false; // reaped
   }
-  return false;
+}
+
+/** Takes the lock, retrying while it is held; the deadline only bounds a broken run. */
+function lockWhenFree(dir: string): DataDirLock {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return lockDataDir(dir);
+    } catch (err) {
+      if (!(err instanceof DataDirLockedError) || Date.now() > deadline) throw err;
+    }
+  }
 }
 
 describe("data dir lock", () => {
@@ -72,20 +83,21 @@ describe("data dir lock", () => {
 
   test("a lock held by another process is refused with its pid, and is free as soon as it is killed (before it is reaped)", async () => {
     const dir = makeTempDir();
-    const child = await holdInChild(dir);
+    const { pid, parent } = await holdInChild(dir);
     try {
       const err = lockError(dir);
-      expect(err.message).toContain(`is in use by process ${child.pid}`);
-      expect(err.ownerPid).toBe(child.pid);
-      // Killed but not yet reaped (a zombie still "exists" for kill(pid, 0)): the lock is free at once.
-      child.kill("SIGKILL");
-      expect(waitForZombieSync(child.pid)).toBe(true);
-      const lock = lockDataDir(dir);
+      expect(err.message).toContain(`is in use by process ${pid}`);
+      expect(err.ownerPid).toBe(pid);
+      // Killed but never reaped (a zombie still "exists" for kill(pid, 0)): the lock is free as soon as
+      // the kernel has finished the exit (its last thread gone), with nothing to clean up.
+      process.kill(pid, "SIGKILL");
+      const lock = lockWhenFree(dir);
+      expect(isZombie(pid)).toBe(true);
       expect(fs.readFileSync(lock.path, "utf8").trim()).toBe(String(process.pid));
       lock.release();
     } finally {
-      child.kill("SIGKILL");
-      await child.exited;
+      parent.kill("SIGKILL");
+      await parent.exited;
     }
   });
 
