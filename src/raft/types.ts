@@ -13,7 +13,7 @@ export interface Entry {
   index: number;
   term: number;
   data: Uint8Array;
-  type?: number;
+  type?: number; // 0 or absent = normal entry, 1 = configuration change
 }
 
 /** Entry.type of an ordinary entry (a state-machine command, or the leader's no-op); absent means this. */
