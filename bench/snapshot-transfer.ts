@@ -30,7 +30,16 @@ async function putRange(pool: RaftKvClient[], from: number, to: number, value: s
         next = Math.min(to, i + MAX_TXN_OPS);
         const success: TxnOp[] = [];
         for (let k = i; k < next; k++) success.push({ op: "put", key: enc(key(k % keys)), value: v });
-        await cl.txn({ compare: [], success, failure: [] });
+        // A loaded machine may see an election while a node is down: retry (the puts are idempotent).
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await cl.txn({ compare: [], success, failure: [] });
+            break;
+          } catch (err) {
+            if (attempt >= 20) throw err;
+            await Bun.sleep(200);
+          }
+        }
       }
     }),
   );
@@ -55,24 +64,9 @@ try {
 
   const follower = [0, 1, 2].find((i) => i !== leader)!;
   await c.kill(follower);
-  const [term0] = (await c.statuses()).filter((s) => s.id === leader).map((s) => s.term!);
   // The log of a stopped follower is at least what it had applied.
   const followerLast = (await c.statuses()).find((s) => s.id === leader)!.appliedIndex!;
-  console.log(`killed follower ${follower} at index ~${followerLast}; leader ${leader}, term ${term0}`);
-
-  // Watch for any leader or term change from here on.
-  const changes: string[] = [];
-  let watching = true;
-  const watcher = (async () => {
-    while (watching) {
-      const st = (await c.statuses()).filter((s: Status) => s.reachable);
-      for (const s of st) {
-        if (s.role === "leader" && (s.id !== leader || s.term !== term0)) changes.push(`node ${s.id} leader in term ${s.term}`);
-        if (s.term !== undefined && s.term !== term0) changes.push(`node ${s.id} at term ${s.term}`);
-      }
-      await Bun.sleep(100);
-    }
-  })();
+  console.log(`killed follower ${follower} at index ~${followerLast}; leader ${leader}`);
 
   // Overwrite keys until the leader's snapshot (and so its in-memory log) is past the follower's log.
   t0 = performance.now();
@@ -86,7 +80,24 @@ try {
   }
   console.log(`overwrote ${written} keys in ${((performance.now() - t0) / 1000).toFixed(0)} s until the leader compacted past the follower`);
 
-  const target = (await c.statuses()).find((s) => s.id === leader)!.appliedIndex!;
+  const before = (await c.statuses()).find((s) => s.id === leader)!;
+  if (before.role !== "leader") throw new Error(`node ${leader} lost leadership while the follower was down; run again`);
+  const target = before.appliedIndex!;
+  const term0 = before.term!;
+  // Watch for any leader or term change from the restart on.
+  const changes: string[] = [];
+  let watching = true;
+  const watcher = (async () => {
+    while (watching) {
+      const st = (await c.statuses()).filter((s: Status) => s.reachable);
+      for (const s of st) {
+        if (s.role === "leader" && (s.id !== leader || s.term !== term0)) changes.push(`node ${s.id} leader in term ${s.term}`);
+        if (s.term !== undefined && s.term !== term0) changes.push(`node ${s.id} at term ${s.term}`);
+      }
+      await Bun.sleep(100);
+    }
+  })();
+
   t0 = performance.now();
   c.start(follower);
   await waitFor(
