@@ -7,9 +7,18 @@ export const MAX_PENDING_REQUESTS = 20_000;
 
 /**
  * Requests one client connection may have in flight (received, not yet answered). Past it the request
- * is answered TOO_BUSY at once, so a client that pipelines without waiting cannot crowd out the others.
+ * is answered TOO_BUSY at once, so a client that pipelines without waiting cannot fill the log ahead of
+ * everyone else's writes. 64 concurrent requests already reach a node's peak throughput (group commit),
+ * so this limits no client's speed, only its share.
  */
-export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 1_000;
+export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 128;
+
+/**
+ * Requests refused over the limits above (TOO_BUSY, TOO_MANY_WATCHES) one connection may send before it
+ * is closed, counted since it last had nothing in flight: a client that waits for its replies is never
+ * cut off; one that never reads them cannot keep the node busy refusing it.
+ */
+export const MAX_REFUSALS_PER_CONNECTION = 1_000;
 
 /** Watches one connection may hold open; more are refused with TOO_MANY_WATCHES. */
 export const MAX_WATCHES_PER_CONNECTION = 1_000;

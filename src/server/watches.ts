@@ -4,7 +4,9 @@
 import type { KvStore } from "../kv/store";
 import { keyMatcher } from "../kv/store";
 import type { KeySelector, WatchEvent } from "../kv/types";
+import { FrameTooLargeError } from "../net";
 import type { ClientConn } from "./clients";
+import { MAX_WATCHES_PER_CONNECTION, MAX_WATCHES_TOTAL } from "./limits";
 
 interface Watcher {
   conn: ClientConn;
@@ -16,6 +18,8 @@ interface Watcher {
 
 export class Watches {
   private readonly watchers = new Set<Watcher>();
+  /** Open watches per connection (absent: none). */
+  private readonly perConn = new Map<ClientConn, number>();
 
   constructor(
     private readonly kv: KvStore,
@@ -24,12 +28,25 @@ export class Watches {
     kv.onEvents((events, revision) => this.publish(events, revision));
   }
 
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number): void {
+  /** Starts a watch; false when it is refused over a limit (the caller has been told why). */
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number): boolean {
+    const mine = this.perConn.get(conn) ?? 0;
+    const refusal =
+      mine >= MAX_WATCHES_PER_CONNECTION
+        ? `${MAX_WATCHES_PER_CONNECTION} watches on this connection`
+        : this.watchers.size >= MAX_WATCHES_TOTAL
+          ? `${MAX_WATCHES_TOTAL} watches in total`
+          : null;
+    if (refusal) {
+      const message = `node ${this.nodeId} already holds ${refusal}, its limit; close watches you no longer need, or watch a prefix instead of many keys`;
+      send(conn, { k: "res", id, ok: false, code: "TOO_MANY_WATCHES", message });
+      return false;
+    }
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
       send(conn, { k: "ev", id, error: { code: "COMPACTED", message: `revision ${fromRevision} is compacted on node ${this.nodeId} (oldest kept: ${this.kv.compactRevision})` } });
-      return;
+      return true;
     }
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result: { watching: true, revision: this.kv.revision } });
     // Replay history one revision per frame, then go live: nothing can be applied in between.
@@ -38,19 +55,26 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      if (!send(conn, { k: "ev", id, revision: rev, events: group })) return;
+      const sent = trySend(conn, { k: "ev", id, revision: rev, events: group });
+      if (sent !== true) {
+        if (sent) send(conn, { k: "ev", id, error: sent });
+        return true;
+      }
     }
     this.watchers.add({ conn, id, matches, from: fromRevision });
+    this.perConn.set(conn, mine + 1);
+    return true;
   }
 
   /** The connection closed: forget its watches. */
   dropConn(conn: ClientConn): void {
+    if (!this.perConn.delete(conn)) return;
     for (const w of this.watchers) if (w.conn === conn) this.watchers.delete(w);
   }
 
   /** The changes a snapshot skipped over are not in this node's history: watchers resume elsewhere. */
   endAfterSnapshot(): void {
-    for (const w of this.watchers) this.end(w, "COMPACTED", "this node installed a snapshot; resume the watch on another node");
+    for (const w of this.watchers) this.end(w, { code: "COMPACTED", message: "this node installed a snapshot; resume the watch on another node" });
   }
 
   private publish(events: readonly WatchEvent[], revision: number): void {
@@ -58,19 +82,33 @@ export class Watches {
     for (const w of this.watchers) {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
-      if (mine.length && !send(w.conn, { k: "ev", id: w.id, revision, events: mine })) {
-        this.end(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
-      }
+      if (!mine.length) continue;
+      const sent = trySend(w.conn, { k: "ev", id: w.id, revision, events: mine });
+      if (sent !== true) this.end(w, sent || { code: "WATCHER_TOO_SLOW", message: "the watcher fell too far behind; resume from its last revision" });
     }
   }
 
-  private end(w: Watcher, code: string, message: string): void {
-    this.watchers.delete(w);
-    send(w.conn, { k: "ev", id: w.id, error: { code, message } });
+  private end(w: Watcher, error: { code: string; message: string }): void {
+    this.dropConn(w.conn); // the connection is closed below: its other watches go with it
+    send(w.conn, { k: "ev", id: w.id, error });
     w.conn.close();
   }
 }
 
 function send(conn: ClientConn, frame: unknown): boolean {
   return !conn.closed && conn.send(frame);
+}
+
+/**
+ * Sends one event frame: true when sent; false when the connection is closed or its queue full; the
+ * error to end the watch with when the events of one revision do not fit in a frame (this runs inside
+ * the state machine's apply: it must not throw).
+ */
+function trySend(conn: ClientConn, frame: unknown): true | false | { code: string; message: string } {
+  try {
+    return send(conn, frame);
+  } catch (err) {
+    const message = err instanceof FrameTooLargeError ? `the events of one revision are ${err.payloadBytes} bytes, over the ${err.maxFrameBytes}-byte frame limit` : `cannot send the events: ${(err as Error).message}`;
+    return { code: "EVENTS_TOO_LARGE", message };
+  }
 }

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { RaftKvError } from "../../src/client/client";
 import { dialFrames, encodeFrame, type FramedConn } from "../../src/net";
 import {
+  MAX_REFUSALS_PER_CONNECTION,
   MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION,
   MAX_WATCHES_PER_CONNECTION,
   MAX_WATCHES_TOTAL,
@@ -40,10 +41,6 @@ async function rawClient(port: number): Promise<{ conn: FramedConn; replies: Map
   return { conn, replies };
 }
 
-async function flushed(conn: FramedConn): Promise<void> {
-  await waitFor("the frames to leave the test's send queue", () => conn.queuedBytes === 0 || conn.closed, 30000, 5);
-}
-
 /** The leader's id and term, agreed by every node. */
 async function leaderAndTerm(c: TestCluster): Promise<{ leader: number; term: number }> {
   const leader = await c.waitForLeader();
@@ -69,15 +66,15 @@ describe("abusive clients against a 3-node cluster", () => {
     await c.cleanup();
   });
 
-  test("a connection pipelining past its in-flight limit gets TOO_BUSY for the excess; others keep working", async () => {
+  test("a connection pipelining past its in-flight limit gets TOO_BUSY, then is cut off; others keep working", async () => {
     const before = await leaderAndTerm(c);
     const { conn, replies } = await rawClient(c.ports[before.leader]!);
-    const n = MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION * 5;
+    const n = (MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION + MAX_REFUSALS_PER_CONNECTION) * 3;
     const value = new Uint8Array(100);
     for (let i = 1; i <= n; i++) conn.send({ k: "req", id: i, op: "write", cmd: { op: "put", key: te.encode(`pipelined/${i % 100}`), value } });
     const normal = c.client(5000);
     expect((await normal.put("normal", "still served")).revision).toBeGreaterThan(0);
-    await waitFor(`${n} replies`, () => replies.size === n, 30000);
+    await waitFor("every reply, or the node closing the connection", () => replies.size === n || conn.closed, 30000);
     conn.close();
     const refused = [...replies.values()].filter((r) => !r.ok);
     expect(refused.length).toBeGreaterThan(0);
@@ -133,19 +130,31 @@ describe("abusive clients against a 3-node cluster", () => {
     await expectNoLeaderChange(c, before);
   });
 
-  test("watches past the per-connection limit are refused with TOO_MANY_WATCHES", async () => {
+  test("watches past the per-connection limit are refused with TOO_MANY_WATCHES; 50,000 of them cut the connection off", async () => {
     const before = await leaderAndTerm(c);
-    const { conn, replies } = await rawClient(c.ports[before.leader]!);
-    const n = 50_000;
-    for (let i = 1; i <= n; i++) conn.send({ k: "req", id: i, op: "watch", selector: { key: te.encode(`watched/${i}`) } });
-    await waitFor(`${n} replies`, () => replies.size === n, 30000);
-    const all = [...replies.values()];
-    const refused = all.filter((r) => !r.ok);
-    expect(all.filter((r) => r.ok).length).toBe(MAX_WATCHES_PER_CONNECTION);
-    expect(refused.length).toBe(n - MAX_WATCHES_PER_CONNECTION);
-    expect(refused[0]!.code).toBe("TOO_MANY_WATCHES");
-    expect(refused[0]!.message).toContain(`${MAX_WATCHES_PER_CONNECTION} watches on this connection`);
-    conn.close();
+    const port = c.ports[before.leader]!;
+    const watch = (conn: FramedConn, n: number) => {
+      for (let i = 1; i <= n; i++) conn.send({ k: "req", id: i, op: "watch", selector: { key: te.encode(`watched/${i}`) } });
+    };
+    const a = await rawClient(port);
+    const n = MAX_WATCHES_PER_CONNECTION + 10;
+    watch(a.conn, n);
+    await waitFor(`${n} replies`, () => a.replies.size === n, 30000);
+    const refused = [...a.replies.values()].filter((r) => !r.ok);
+    expect(refused.length).toBe(10);
+    for (const r of refused) {
+      expect(r.code).toBe("TOO_MANY_WATCHES");
+      expect(r.message).toContain(`${MAX_WATCHES_PER_CONNECTION} watches on this connection`);
+    }
+    expect(a.conn.closed).toBe(false);
+    const b = await rawClient(port);
+    watch(b.conn, 50_000);
+    await waitFor("the node to close the connection", () => b.conn.closed, 30000);
+    expect(b.replies.size).toBeLessThan(50_000);
+    expect([...b.replies.values()].filter((r) => r.ok).length).toBeLessThanOrEqual(MAX_WATCHES_PER_CONNECTION);
+    expect([...b.replies.values()].every((r) => r.ok || r.code === "TOO_MANY_WATCHES")).toBe(true);
+    expect(c.logs(before.leader)).toContain(`after ${MAX_REFUSALS_PER_CONNECTION} of its requests were refused`);
+    a.conn.close();
     const normal = c.client(5000);
     expect((await normal.put("after-watches", "ok")).revision).toBeGreaterThan(0);
     normal.close();
@@ -188,14 +197,11 @@ describe("abusive clients against a 3-node cluster", () => {
     const target = [0, 1, 2].find((i) => i !== leader)!;
     const pid = c.pid(target)!;
     const rssBefore = rssMiB(pid);
-    const { conn } = await rawClient(c.ports[target]!);
-    const chunk = new Uint8Array(15 * MiB);
-    for (let i = 0; i < 12; i++) {
-      conn.send({ k: "snapChunk", from: 100 + i, term: 0, index: 1_000_000, snapTerm: 1, offset: 0, total: 1024 * MiB, data: chunk });
-      await flushed(conn);
-    }
-    conn.close();
-    await waitFor(`node ${target}'s RSS back near ${rssBefore.toFixed(0)} MiB`, () => rssMiB(pid) < rssBefore + 64, 15000, 200);
+    const chunk = new Uint8Array(6 * MiB);
+    const conns = await Promise.all(Array.from({ length: 12 }, () => rawClient(c.ports[target]!)));
+    conns.forEach(({ conn }, i) => conn.send({ k: "snapChunk", from: 100 + i, term: 0, index: 1_000_000, snapTerm: 1, offset: 0, total: 1024 * MiB, data: chunk }));
+    await waitFor("the node to close every connection", () => conns.every(({ conn }) => conn.closed), 60000);
+    await waitFor(`node ${target}'s RSS back near ${rssBefore.toFixed(0)} MiB`, () => rssMiB(pid) < rssBefore + 40, 15000, 200);
     expect(c.logs(target)).toContain("snapshot chunk from 100, which is not a peer");
   });
 
@@ -207,13 +213,13 @@ describe("abusive clients against a 3-node cluster", () => {
     const rssBefore = rssMiB(pid);
     const { conn } = await rawClient(c.ports[target]!);
     conn.send({ k: "hello", from: peer });
-    const chunk = new Uint8Array(15 * MiB);
-    for (let i = 0; i < 8; i++) {
+    const chunk = new Uint8Array(6 * MiB);
+    for (let i = 0; i < 10; i++) {
       conn.send({ k: "snapChunk", from: peer, term: 0, index: 1_000_000, snapTerm: 1, offset: i * chunk.length, total: 1024 * MiB, data: chunk });
-      await flushed(conn);
     }
+    await waitFor("the chunks to leave the test's send queue", () => conn.queuedBytes === 0, 60000, 5);
     conn.close();
-    await waitFor(`node ${target}'s RSS back near ${rssBefore.toFixed(0)} MiB`, () => rssMiB(pid) < rssBefore + 64, 15000, 200);
+    await waitFor(`node ${target}'s RSS back near ${rssBefore.toFixed(0)} MiB`, () => rssMiB(pid) < rssBefore + 40, 15000, 200);
     expect(c.logs(target)).toContain(`dropped an incomplete snapshot transfer from node ${peer}`);
   });
 });
