@@ -31,3 +31,18 @@ export const MAX_WATCHES_TOTAL = 10_000;
  * arrived for this long, as it is when its connection closes.
  */
 export const SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS = 10_000;
+
+/** The limits above as `raftkv serve --help` lists them. */
+export const LIMITS_HELP: readonly [name: string, value: number, meaning: string][] = [
+  ["requests pending per node", MAX_PENDING_REQUESTS, "writes awaiting commit, reads awaiting confirmation; then TOO_BUSY"],
+  ["requests in flight per connection", MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, "then TOO_BUSY"],
+  ["refusals per connection", MAX_REFUSALS_PER_CONNECTION, "requests refused over a limit without waiting for replies; then the connection is closed (logged)"],
+  ["watches per connection", MAX_WATCHES_PER_CONNECTION, "then TOO_MANY_WATCHES"],
+  ["watches per node", MAX_WATCHES_TOTAL, "then TOO_MANY_WATCHES"],
+  ["snapshot transfer idle timeout (ms)", SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS, "one incoming transfer per configured peer; dropped after this long without a chunk, or when its connection closes"],
+];
+
+export function formatLimitsHelp(): string {
+  const width = Math.max(...LIMITS_HELP.map(([name]) => name.length));
+  return ["Limits (each refusal says which limit it hit):", ...LIMITS_HELP.map(([name, value, meaning]) => `    ${name.padEnd(width)}  ${String(value).padStart(6)}  ${meaning}`)].join("\n");
+}

@@ -6,12 +6,13 @@ import { readFileSync } from "node:fs";
 import { RaftKvError } from "../../src/client/client";
 import { dialFrames, encodeFrame, type FramedConn } from "../../src/net";
 import {
+  LIMITS_HELP,
   MAX_REFUSALS_PER_CONNECTION,
   MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION,
   MAX_WATCHES_PER_CONNECTION,
   MAX_WATCHES_TOTAL,
 } from "../../src/server/limits";
-import { TestCluster, waitFor } from "./harness";
+import { BIN, TestCluster, waitFor } from "./harness";
 
 const te = new TextEncoder();
 const MiB = 1024 * 1024;
@@ -52,6 +53,11 @@ async function leaderAndTerm(c: TestCluster): Promise<{ leader: number; term: nu
 async function expectNoLeaderChange(c: TestCluster, before: { leader: number; term: number }): Promise<void> {
   expect(await leaderAndTerm(c)).toEqual(before);
 }
+
+test("serve --help lists every limit with its value", () => {
+  const help = Bun.spawnSync([BIN, "serve", "--help"]).stdout.toString();
+  for (const [name, value] of LIMITS_HELP) expect(help).toMatch(new RegExp(`${name.replace(/[()]/g, "\\$&")}\\s+${value}\\s`));
+});
 
 describe("abusive clients against a 3-node cluster", () => {
   let c: TestCluster;
