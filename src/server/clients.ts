@@ -7,9 +7,9 @@ import { isKvError } from "../kv/errors";
 import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import { FrameTooLargeError, type FramedConn } from "../net";
 import { NONE } from "../raft/types";
-import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame } from "../protocol";
+import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
 import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION } from "./limits";
-import type { Clock, Failure, NodeRuntime } from "./runtime";
+import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
 /** What the client side needs of a connection (FramedConn in production). */
@@ -18,7 +18,8 @@ export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
 export interface ClientServiceDeps {
   runtime: NodeRuntime;
   watches: Watches;
-  clock: Clock;
+  /** The time stamped into log commands (LeaseKeeper.now: the log's clock, carried on monotonically). */
+  logNow: () => number;
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
@@ -27,7 +28,7 @@ export interface ClientServiceDeps {
 export class ClientService {
   private readonly runtime: NodeRuntime;
   private readonly watches: Watches;
-  private readonly clock: Clock;
+  private readonly logNow: () => number;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
   /** Per connection: requests in flight (awaiting commit or read confirmation), and requests refused
@@ -37,7 +38,7 @@ export class ClientService {
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
     this.watches = deps.watches;
-    this.clock = deps.clock;
+    this.logNow = deps.logNow;
     this.nodes = deps.nodes;
     this.status = deps.status;
   }
@@ -156,8 +157,29 @@ export class ClientService {
         return;
       }
       case "watch":
-        if (!this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0)) this.connState(conn).refused++;
+        if (!this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true)) this.connState(conn).refused++;
         return;
+      case "leases": {
+        // Time left is measured on the leader's clock, after a ReadIndex like any linearizable read.
+        if (req.lease !== undefined && !(typeof req.lease === "number" && Number.isSafeInteger(req.lease) && req.lease > 0)) {
+          throw new Error(`lease must be a positive integer, got ${JSON.stringify(req.lease)}`);
+        }
+        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
+        if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
+          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
+        }
+        const end = this.admit(conn, req.id);
+        if (!end) return;
+        const started = this.runtime.readIndex({
+          ready: () => this.settle(conn, req.id, end, () => this.serveLeases(conn, req.id, req.lease)),
+          failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
+        });
+        if (!started) {
+          end();
+          this.notLeader(conn, req.id);
+        }
+        return;
+      }
       case "write": {
         if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
         if (this.runtime.pendingWriteCount >= MAX_PENDING_REQUESTS) {
@@ -168,7 +190,7 @@ export class ClientService {
         // can reach the log.
         const data = encodeLogCommand({
           cmd: this.stampLeaseCommand(req.cmd),
-          now: this.clock.wallNow(),
+          now: this.logNow(),
           ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
         });
         const end = this.admit(conn, req.id);
@@ -191,7 +213,7 @@ export class ClientService {
   /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */
   private stampLeaseCommand(cmd: Command): Command {
     const op = (cmd as { op?: unknown } | null)?.op;
-    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.clock.wallNow() } as Command;
+    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.logNow() } as Command;
     if (op === "leaseExpire" || op === "leaseRefreshAll") throw new Error(`${op} is proposed by the leader itself, not by clients`);
     return cmd;
   }
@@ -211,8 +233,37 @@ export class ClientService {
     this.reply(conn, reqId, { code: f.code, message: f.message, ...(f.leaderHint ? { leader: this.leaderHint() } : {}) });
   }
 
+  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
-    this.replyOk(conn, reqId, this.runtime.kv.range(range));
+    let result;
+    try {
+      result = this.runtime.kv.range(range);
+    } catch (err) {
+      if (!isKvError(err)) throw err;
+      return this.reply(conn, reqId, { code: err.code, message: err.message });
+    }
+    this.replyOk(conn, reqId, result);
+  }
+
+  private serveLeases(conn: ClientConn, reqId: number, id: number | undefined): void {
+    const now = this.logNow();
+    const remaining = (expiresAt: number) => Math.max(0, Math.round(expiresAt - now));
+    if (id === undefined) {
+      const leases: LeaseStatus[] = this.runtime.kv
+        .leaseList()
+        .map((l) => ({ id: l.id, ttlMs: l.ttlMs, remainingMs: remaining(l.expiresAt), keyCount: l.keys }));
+      return this.replyOk(conn, reqId, { leases });
+    }
+    const lease = this.runtime.kv.leaseInfo(id);
+    if (!lease) return this.reply(conn, reqId, { code: "LEASE_NOT_FOUND", message: `lease ${id} does not exist (expired, revoked or never granted)` });
+    const status: LeaseStatus & { keys: Uint8Array[] } = {
+      id,
+      ttlMs: lease.ttlMs,
+      remainingMs: remaining(lease.expiresAt),
+      keyCount: lease.keys.length,
+      keys: lease.keys,
+    };
+    this.replyOk(conn, reqId, status);
   }
 
   /** A result too large for one frame fails its request with RESULT_TOO_LARGE. */

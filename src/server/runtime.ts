@@ -67,7 +67,6 @@ export interface RuntimeOptions {
   snapshotEntries: number;
   /** false: one fsync per log entry instead of one per batch (only to measure group commit). */
   groupCommit: boolean;
-  sessionTtlMs: number;
   /** Core tuning, for the simulation. */
   core?: Pick<RaftConfig, "maxInflight" | "maxEntriesPerAppend" | "maxBytesPerAppend">;
 }
@@ -164,8 +163,7 @@ export class NodeRuntime {
     this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
     this.persistedTerm = state.hardState.term;
     this.persistedVote = state.hardState.vote;
-    const kvOptions = { sessionTtlMs: opts.sessionTtlMs };
-    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data, kvOptions) : new KvStore(kvOptions);
+    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data) : new KvStore();
     this.core = new RaftCore(
       {
         id: opts.id,

@@ -14,6 +14,18 @@ interface Watcher {
   matches: (key: Uint8Array) => boolean;
   /** First revision wanted: a lagging node may still apply older ones after the watch starts. */
   from: number;
+  /** Send each event's previous value (prevValue); without it, it is left out. */
+  prevKv: boolean;
+}
+
+/** The events as a watcher asked for them: without prevValue unless it asked for the previous values. */
+function shaped(events: readonly WatchEvent[], prevKv: boolean): readonly WatchEvent[] {
+  if (prevKv) return events;
+  return events.map((e) => {
+    if (e.prevValue === undefined) return e;
+    const { prevValue: _omitted, ...rest } = e;
+    return rest;
+  });
 }
 
 export class Watches {
@@ -29,7 +41,7 @@ export class Watches {
   }
 
   /** Starts a watch; false when it is refused over a limit (the caller has been told why). */
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number): boolean {
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): boolean {
     const mine = this.perConn.get(conn) ?? 0;
     const refusal =
       mine >= MAX_WATCHES_PER_CONNECTION
@@ -55,13 +67,13 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      const sent = trySend(conn, { k: "ev", id, revision: rev, events: group });
+      const sent = trySend(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) });
       if (sent !== true) {
         if (sent) send(conn, { k: "ev", id, error: sent });
         return true;
       }
     }
-    this.watchers.add({ conn, id, matches, from: fromRevision });
+    this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
     this.perConn.set(conn, mine + 1);
     return true;
   }
@@ -83,7 +95,7 @@ export class Watches {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
       if (!mine.length) continue;
-      const sent = trySend(w.conn, { k: "ev", id: w.id, revision, events: mine });
+      const sent = trySend(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) });
       if (sent !== true) this.end(w, sent || { code: "WATCHER_TOO_SLOW", message: "the watcher fell too far behind; resume from its last revision" });
     }
   }
