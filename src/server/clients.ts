@@ -8,9 +8,15 @@ import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import { FrameTooLargeError, type FramedConn } from "../net";
 import { NONE } from "../raft/types";
 import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
-import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION } from "./limits";
+import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, REFUSALS_WINDOW_MS } from "./limits";
 import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
+
+interface ConnState {
+  inFlight: number;
+  refused: number;
+  refusedSince: number;
+}
 
 /** What the client side needs of a connection (FramedConn in production). */
 export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
@@ -20,6 +26,8 @@ export interface ClientServiceDeps {
   watches: Watches;
   /** The time stamped into log commands (LeaseKeeper.now: the log's clock, carried on monotonically). */
   logNow: () => number;
+  /** Monotonic milliseconds (default performance.now). */
+  now?: () => number;
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
@@ -31,14 +39,17 @@ export class ClientService {
   private readonly logNow: () => number;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
-  /** Per connection: requests in flight (awaiting commit or read confirmation), and requests refused
-   * over a limit since it last had none in flight. Absent: neither. */
-  private readonly conns = new Map<ClientConn, { inFlight: number; refused: number }>();
+  /** Monotonic milliseconds. */
+  private readonly now: () => number;
+  /** Per open connection that sent a request: requests in flight (awaiting commit or read confirmation),
+   * and requests refused over a limit in the window that started at refusedSince. */
+  private readonly conns = new Map<ClientConn, ConnState>();
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
     this.watches = deps.watches;
     this.logNow = deps.logNow;
+    this.now = deps.now ?? (() => performance.now());
     this.nodes = deps.nodes;
     this.status = deps.status;
   }
@@ -66,7 +77,8 @@ export class ClientService {
   /**
    * One request frame. Throws (the connection is closed and the reason logged) for a frame that is not
    * a request, or once the connection has been refused MAX_REFUSALS_PER_CONNECTION requests over its
-   * limits without waiting for its replies: answering it would cost the node more than it costs the client.
+   * limits within REFUSALS_WINDOW_MS: it is not waiting for its replies, and answering it would cost the
+   * node more than it costs the client.
    */
   onRequest(conn: ClientConn, req: RequestFrame): void {
     if (typeof req.id !== "number") throw new Error("request without an id");
@@ -78,7 +90,7 @@ export class ClientService {
     }
     if ((this.conns.get(conn)?.refused ?? 0) >= MAX_REFUSALS_PER_CONNECTION) {
       this.conns.delete(conn);
-      throw new Error(`it kept sending after ${MAX_REFUSALS_PER_CONNECTION} of its requests were refused over the limits, without waiting for replies`);
+      throw new Error(`it kept sending after ${MAX_REFUSALS_PER_CONNECTION} of its requests were refused over the limits within ${REFUSALS_WINDOW_MS} ms, without waiting for replies`);
     }
   }
 
@@ -87,10 +99,21 @@ export class ClientService {
     this.conns.delete(conn);
   }
 
-  private connState(conn: ClientConn): { inFlight: number; refused: number } {
+  private connState(conn: ClientConn): ConnState {
     let st = this.conns.get(conn);
-    if (!st) this.conns.set(conn, (st = { inFlight: 0, refused: 0 }));
+    if (!st) this.conns.set(conn, (st = { inFlight: 0, refused: 0, refusedSince: 0 }));
     return st;
+  }
+
+  /** Counts a request refused over a limit (onRequest closes the connection past too many). */
+  private refused(conn: ClientConn): void {
+    const st = this.connState(conn);
+    const now = this.now();
+    if (now - st.refusedSince >= REFUSALS_WINDOW_MS) {
+      st.refused = 0;
+      st.refusedSince = now;
+    }
+    st.refused++;
   }
 
   /**
@@ -100,7 +123,7 @@ export class ClientService {
   private admit(conn: ClientConn, reqId: number): (() => void) | null {
     const st = this.connState(conn);
     if (st.inFlight >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) {
-      st.refused++;
+      this.refused(conn);
       this.reply(conn, reqId, {
         code: "TOO_BUSY",
         message: `node ${this.id} already has ${MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION} requests in flight on this connection; wait for their replies before sending more`,
@@ -110,9 +133,9 @@ export class ClientService {
     st.inFlight++;
     let ended = false;
     return () => {
-      if (ended || this.conns.get(conn) !== st) return;
+      if (ended) return;
       ended = true;
-      if (--st.inFlight === 0) this.conns.delete(conn);
+      st.inFlight--;
     };
   }
 
@@ -157,7 +180,7 @@ export class ClientService {
         return;
       }
       case "watch":
-        if (!this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true)) this.connState(conn).refused++;
+        if (!this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true)) this.refused(conn);
         return;
       case "leases": {
         // Time left is measured on the leader's clock, after a ReadIndex like any linearizable read.

@@ -14,11 +14,14 @@ export const MAX_PENDING_REQUESTS = 20_000;
 export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 128;
 
 /**
- * Requests refused over the limits above (TOO_BUSY, TOO_MANY_WATCHES) one connection may send before it
- * is closed, counted since it last had nothing in flight: a client that waits for its replies is never
- * cut off; one that never reads them cannot keep the node busy refusing it.
+ * Requests refused over the limits above (TOO_BUSY, TOO_MANY_WATCHES) within REFUSALS_WINDOW_MS after
+ * which a connection is closed (logged): a client that waits for its replies, or backs off when refused,
+ * never gets near it; one that never reads them cannot keep the node busy refusing it.
  */
 export const MAX_REFUSALS_PER_CONNECTION = 1_000;
+
+/** The window MAX_REFUSALS_PER_CONNECTION is counted over. */
+export const REFUSALS_WINDOW_MS = 1_000;
 
 /** Watches one connection may hold open; more are refused with TOO_MANY_WATCHES. */
 export const MAX_WATCHES_PER_CONNECTION = 1_000;
@@ -36,7 +39,7 @@ export const SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS = 10_000;
 export const LIMITS_HELP: readonly [name: string, value: number, meaning: string][] = [
   ["requests pending per node", MAX_PENDING_REQUESTS, "writes awaiting commit, reads awaiting confirmation; then TOO_BUSY"],
   ["requests in flight per connection", MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, "then TOO_BUSY"],
-  ["refusals per connection", MAX_REFUSALS_PER_CONNECTION, "requests refused over a limit without waiting for replies; then the connection is closed (logged)"],
+  ["refusals per connection", MAX_REFUSALS_PER_CONNECTION, `requests refused over a limit within ${REFUSALS_WINDOW_MS} ms; then the connection is closed (logged)`],
   ["watches per connection", MAX_WATCHES_PER_CONNECTION, "then TOO_MANY_WATCHES"],
   ["watches per node", MAX_WATCHES_TOTAL, "then TOO_MANY_WATCHES"],
   ["snapshot transfer idle timeout (ms)", SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS, "one incoming transfer per configured peer; dropped after this long without a chunk, or when its connection closes"],
