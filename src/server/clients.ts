@@ -9,6 +9,7 @@ import { FrameTooLargeError, type FramedConn } from "../net";
 import { NONE } from "../raft/types";
 import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
 import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, REFUSALS_WINDOW_MS } from "./limits";
+import type { NodeMetrics } from "./metrics";
 import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
@@ -31,6 +32,8 @@ export interface ClientServiceDeps {
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
+  /** Told of every request and answer; also answers `stats` (production: /metrics and the dashboard). */
+  metrics?: NodeMetrics;
 }
 
 export class ClientService {
@@ -44,6 +47,7 @@ export class ClientService {
   /** Per open connection that sent a request: requests in flight (awaiting commit or read confirmation),
    * and requests refused over a limit in the window that started at refusedSince. */
   private readonly conns = new Map<ClientConn, ConnState>();
+  private readonly metrics: NodeMetrics | undefined;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
@@ -52,6 +56,7 @@ export class ClientService {
     this.now = deps.now ?? (() => performance.now());
     this.nodes = deps.nodes;
     this.status = deps.status;
+    this.metrics = deps.metrics;
   }
 
   private get id(): number {
@@ -82,6 +87,7 @@ export class ClientService {
    */
   onRequest(conn: ClientConn, req: RequestFrame): void {
     if (typeof req.id !== "number") throw new Error("request without an id");
+    this.metrics?.requestStarted(conn, req);
     try {
       this.handleRequest(conn, req);
     } catch (err) {
@@ -157,6 +163,10 @@ export class ClientService {
       case "status":
         this.replyOk(conn, req.id, this.status());
         return;
+      case "stats":
+        if (!this.metrics) throw new Error(`node ${this.id} keeps no stats`);
+        this.replyOk(conn, req.id, this.metrics.stats());
+        return;
       case "range": {
         const range = parseRangeRequest(req.range);
         if (req.serializable) {
@@ -179,9 +189,12 @@ export class ClientService {
         }
         return;
       }
-      case "watch":
-        if (!this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true)) this.refused(conn);
+      case "watch": {
+        const started = this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true);
+        if (started === "TOO_MANY_WATCHES") this.refused(conn);
+        this.metrics?.requestEnded(conn, req.id, started);
         return;
+      }
       case "leases": {
         // Time left is measured on the leader's clock, after a ReadIndex like any linearizable read.
         if (req.lease !== undefined && !(typeof req.lease === "number" && Number.isSafeInteger(req.lease) && req.lease > 0)) {
@@ -291,16 +304,16 @@ export class ClientService {
 
   /** A result too large for one frame fails its request with RESULT_TOO_LARGE. */
   private replyOk(conn: ClientConn, id: number, result: unknown): void {
-    if (conn.closed) return;
     try {
-      conn.send({ k: "res", id, ok: true, result });
+      if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
     } catch (err) {
       if (!(err instanceof FrameTooLargeError)) throw err;
-      this.reply(conn, id, {
+      return this.reply(conn, id, {
         code: "RESULT_TOO_LARGE",
         message: `the result is ${err.payloadBytes} bytes, over the ${err.maxFrameBytes}-byte frame limit; ask for less (a range with a limit, or a narrower prefix)`,
       });
     }
+    this.metrics?.requestEnded(conn, id, "ok");
   }
 
   private replyError(conn: ClientConn, id: number, err: unknown): void {
@@ -309,6 +322,7 @@ export class ClientService {
   }
 
   private reply(conn: ClientConn, id: number, err: { code: ErrorCode; message: string; leader?: LeaderHint }): void {
+    this.metrics?.requestEnded(conn, id, err.code);
     if (conn.closed) return;
     conn.send({ k: "res", id, ok: false, code: err.code, message: err.message, ...(err.leader ? { leader: err.leader } : {}) });
   }

@@ -33,6 +33,11 @@ export class Watches {
   /** Open watches per connection (absent: none). */
   private readonly perConn = new Map<ClientConn, number>();
 
+  /** Watches being served. */
+  get count(): number {
+    return this.watchers.size;
+  }
+
   constructor(
     private readonly kv: KvStore,
     private readonly nodeId: number,
@@ -40,8 +45,8 @@ export class Watches {
     kv.onEvents((events, revision) => this.publish(events, revision));
   }
 
-  /** Starts a watch; false when it is refused over a limit (the caller has been told why). */
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): boolean {
+  /** Starts a watch; returns "ok", or the error code the watch was refused or ended with at once. */
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): "ok" | "TOO_MANY_WATCHES" | "COMPACTED" | "EVENTS_TOO_LARGE" {
     const mine = this.perConn.get(conn) ?? 0;
     const refusal =
       mine >= MAX_WATCHES_PER_CONNECTION
@@ -52,13 +57,13 @@ export class Watches {
     if (refusal) {
       const message = `node ${this.nodeId} already holds ${refusal}, its limit; close watches you no longer need, or watch a prefix instead of many keys`;
       send(conn, { k: "res", id, ok: false, code: "TOO_MANY_WATCHES", message });
-      return false;
+      return "TOO_MANY_WATCHES";
     }
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
       send(conn, { k: "ev", id, error: { code: "COMPACTED", message: `revision ${fromRevision} is compacted on node ${this.nodeId} (oldest kept: ${this.kv.compactRevision})` } });
-      return true;
+      return "COMPACTED";
     }
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result: { watching: true, revision: this.kv.revision } });
     // Replay history one revision per frame, then go live: nothing can be applied in between.
@@ -68,14 +73,15 @@ export class Watches {
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
       const sent = trySend(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) });
+      if (sent === false) return "ok";
       if (sent !== true) {
-        if (sent) send(conn, { k: "ev", id, error: sent });
-        return true;
+        send(conn, { k: "ev", id, error: sent });
+        return sent.code;
       }
     }
     this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
     this.perConn.set(conn, mine + 1);
-    return true;
+    return "ok";
   }
 
   /** The connection closed: forget its watches. */
@@ -116,7 +122,7 @@ function send(conn: ClientConn, frame: unknown): boolean {
  * error to end the watch with when the events of one revision do not fit in a frame (this runs inside
  * the state machine's apply: it must not throw).
  */
-function trySend(conn: ClientConn, frame: unknown): true | false | { code: string; message: string } {
+function trySend(conn: ClientConn, frame: unknown): boolean | { code: "EVENTS_TOO_LARGE"; message: string } {
   try {
     return send(conn, frame);
   } catch (err) {
