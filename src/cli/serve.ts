@@ -20,6 +20,7 @@ export function registerServe(cli: CAC): void {
     .option("--http-port <port>", "Also serve the dashboard (/) and GET /health, /status and /metrics (Prometheus) over HTTP on this port")
     .option("--session-ttl <ttl>", "Removed: the session TTL is one cluster-wide setting, changed through the log (raftkv session-ttl)")
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
+    .option("--join", "Join a running cluster after `raftkv member add ID HOST:PORT`: [config] lists at least one member and this node; the configuration comes from the cluster")
     .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
     .example("raftkv serve 0 nodes.conf")
     .action((idText: string, configPath: string | undefined, flags) =>
@@ -50,6 +51,7 @@ export function registerServe(cli: CAC): void {
             listenHost: flags.listenHost,
             groupCommit: flags.groupCommit !== false,
             httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
+            join: flags.join === true,
           });
         } catch (err) {
           throw new UsageError((err as Error).message);
@@ -60,7 +62,10 @@ export function registerServe(cli: CAC): void {
             node.stop().finally(resolve);
           };
           process.once("SIGINT", shutdown);
-          process.once("SIGTERM", shutdown);
+          // SIGTERM on a leader hands leadership over first, so writes pause for a transfer, not an election.
+          process.once("SIGTERM", () => {
+            node.handOffLeadership().finally(shutdown);
+          });
         });
       }),
     );

@@ -29,7 +29,7 @@ import type {
   TxnResult,
 } from "../kv/types";
 import { dialFrames, type FramedConn } from "../net";
-import type { ClientOp, LeaseStatus, NodeStatus, ResponseFrame } from "../protocol";
+import type { ClientOp, LeaseStatus, MemberList, NodeStatus, ResponseFrame } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
 
@@ -177,6 +177,24 @@ export class RaftKvClient {
   watch(key: Bytes, opts: WatchOptions & { prefix?: boolean; rangeEnd?: Bytes } = {}): Watch {
     const selector = { key: toBytes(key), ...(opts.prefix ? { prefix: true } : {}), ...(opts.rangeEnd ? { rangeEnd: toBytes(opts.rangeEnd) } : {}) };
     return new Watch(this.endpoints, selector, opts);
+  }
+
+  /** The members as the leader sees them: voters, learners, each one's match index and lag. */
+  async members(): Promise<MemberList> {
+    return (await this.call({ op: "member", action: "list" })) as MemberList;
+  }
+
+  /**
+   * Change one member (answered once the change is committed): add joins `id` at `addr` as a learner,
+   * promote makes a caught-up learner a voter, remove takes a voter or learner out.
+   */
+  async memberChange(action: "add" | "promote" | "remove", id: number, addr?: string): Promise<MemberList> {
+    return (await this.call({ op: "member", action, node: id, ...(addr !== undefined ? { addr } : {}) })) as MemberList;
+  }
+
+  /** Hand leadership to voter `id`; resolves once it leads. */
+  async leaderTransfer(id: number): Promise<{ leader: number; term: number }> {
+    return (await this.call({ op: "leaderTransfer", node: id })) as { leader: number; term: number };
   }
 
   /** Status of one node (every endpoint when called through statusAll). */

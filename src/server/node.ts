@@ -3,6 +3,7 @@
 
 import { formatAddr, type NodeAddr } from "../config";
 import { listenFrames, type FramedConn, type FrameListener } from "../net";
+import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
@@ -10,6 +11,7 @@ import { VERSION } from "../protocol";
 import { ClientService } from "./clients";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
+import { bestTransferTarget, dropBootstrapConfig, memberAddrs, unwrapSnapshot, wrapSnapshotData } from "./membership";
 import { Logger, type LogFormat, type LogLevel } from "./log";
 import { NodeMetrics } from "./metrics";
 import { NodeRuntime, type Clock } from "./runtime";
@@ -32,6 +34,11 @@ export interface NodeOptions {
   groupCommit?: boolean;
   /** Serve /health, /status and /metrics over HTTP on this port (0 or absent: no HTTP). */
   httpPort?: number;
+  /**
+   * Join an existing cluster (after `raftkv member add`): start with no configuration and learn it
+   * from the leader. `nodes` then only says where to find members and this node's own address.
+   */
+  join?: boolean;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 50;
@@ -57,7 +64,9 @@ export const realClock: Clock = {
 export class RaftKvNode {
   readonly id: number;
   readonly self: NodeAddr;
-  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort">> & { listenHost?: string; httpPort?: number };
+  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort" | "join">> & { listenHost?: string; httpPort?: number; join?: boolean };
+  /** Every known node's address: the members' (from the configuration) and nodes.conf's. Updated in place. */
+  private readonly addrs: NodeAddr[];
   private http: HttpEndpoints | null = null;
   readonly log: Logger;
   private runtime!: NodeRuntime;
@@ -93,6 +102,7 @@ export class RaftKvNode {
     if (!self) throw new Error(`node ${opts.id} is not listed in the configuration (ids: ${opts.nodes.map((n) => n.id).join(", ")})`);
     this.id = opts.id;
     this.self = self;
+    this.addrs = [...opts.nodes];
     this.opts = {
       heartbeatMs: DEFAULT_HEARTBEAT_MS,
       electionMs: DEFAULT_ELECTION_MS,
@@ -127,7 +137,7 @@ export class RaftKvNode {
         },
       });
       if (this.opts.httpPort) {
-        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
+        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, { self: this.id, nodes: this.addrs, status: () => this.status(), metrics: this.metrics });
       }
     } catch (err) {
       this.listener?.stop();
@@ -157,13 +167,18 @@ export class RaftKvNode {
     const t0 = performance.now();
     const dir = this.opts.dataDir;
     const storageLog = (level: "warn" | "info", msg: string) => this.log.log(level, msg);
-    const { wal, state } = Wal.open(dir, { log: storageLog });
+    const opened = Wal.open(dir, { log: storageLog });
+    const wal = opened.wal;
+    // A snapshot file may carry the configuration ahead of the state machine's bytes (membership.ts).
+    const state = { ...opened.state, snapshot: opened.state.snapshot && unwrapSnapshot(opened.state.snapshot) };
     this.wal = wal;
     this.transport = new TcpTransport(this.id, this.opts.nodes, this.log);
+    const forStorage = (snap: Snapshot) => ({ index: snap.index, term: snap.term, data: wrapSnapshotData(dropBootstrapConfig(snap, this.opts.nodes)) });
     this.runtime = new NodeRuntime(
       {
         id: this.id,
-        voters: this.opts.nodes.map((n) => n.id),
+        // Joining: no configuration until the leader's log or snapshot gives one.
+        voters: this.opts.join ? [] : this.opts.nodes.map((n) => n.id),
         heartbeatTicks: Math.max(1, Math.round(this.opts.heartbeatMs / TICK_MS)),
         electionTicks: Math.max(2, Math.round(this.opts.electionMs / TICK_MS)),
         tickMs: TICK_MS,
@@ -176,9 +191,12 @@ export class RaftKvNode {
         transport: this.transport,
         storage: {
           wal,
-          writeSnapshot: (snap) => writeSnapshot(dir, snap),
-          writeSnapshotAsync: (snap) => writeSnapshotAsync(dir, snap),
-          loadLatestSnapshot: () => loadLatestSnapshot(dir, storageLog),
+          writeSnapshot: (snap) => writeSnapshot(dir, forStorage(snap)),
+          writeSnapshotAsync: (snap) => writeSnapshotAsync(dir, forStorage(snap)),
+          loadLatestSnapshot: () => {
+            const snap = loadLatestSnapshot(dir, storageLog);
+            return snap && dropBootstrapConfig(unwrapSnapshot(snap), this.opts.nodes);
+          },
         },
         recovered: state,
         log: this.log,
@@ -188,8 +206,15 @@ export class RaftKvNode {
     );
     this.watches = new Watches(this.runtime.kv, this.id);
     this.runtime.onSnapshotInstalled.push(() => this.watches.endAfterSnapshot());
+    this.runtime.onConfigChanged.push((config) => {
+      // Addresses travel in the configuration; nodes.conf ones stay known for leader hints.
+      const members = memberAddrs(config, this.opts.nodes);
+      const others = this.opts.nodes.filter((n) => !members.some((m) => m.id === n.id));
+      this.addrs.splice(0, this.addrs.length, ...members, ...others);
+      this.transport.setPeers(members);
+    });
     this.leases = new LeaseKeeper(this.runtime, realClock, this.log);
-    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
+    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.addrs, status: () => this.status(), metrics: this.metrics, electionMs: this.opts.electionMs });
     this.log.info("recovered from disk", {
       snapshotIndex: state.snapshot?.index ?? 0,
       entries: state.entries.length,
@@ -213,6 +238,23 @@ export class RaftKvNode {
       this.lock.release();
     }
     this.log.info("stopped");
+  }
+
+  /**
+   * A leader about to stop hands leadership to the most up-to-date voter first (SIGTERM), and waits
+   * at most a few election timeouts for it to take over. Returns whom it handed over to, or null.
+   */
+  async handOffLeadership(): Promise<number | null> {
+    if (this.stopped || this.runtime.role !== "leader") return null;
+    const target = bestTransferTarget(this.runtime);
+    if (target === null || this.runtime.transferLeadership(target)) return null;
+    const deadline = performance.now() + 3 * this.opts.electionMs;
+    while (performance.now() < deadline && this.runtime.leader !== target) {
+      if (this.runtime.role === "leader" && !this.runtime.core.transferring) return null;
+      await Bun.sleep(5);
+    }
+    this.log.info("handed leadership over before stopping", { to: target, done: this.runtime.leader === target });
+    return this.runtime.leader === target ? target : null;
   }
 
   get port(): number {
@@ -294,6 +336,12 @@ export class RaftKvNode {
       rssBytes: process.memoryUsage.rss(),
       heapBytes: process.memoryUsage().heapUsed,
       version: VERSION,
+      voters: s.config.voters,
+      learners: s.config.learners,
+      configIndex: s.configIndex,
+      ...(s.progress
+        ? { followers: Object.entries(s.progress).map(([id, p]) => ({ id: Number(id), match: p.match, lag: Math.max(0, s.commitIndex - p.match), state: p.state })) }
+        : {}),
     };
   }
 }

@@ -5,7 +5,8 @@
 import { KvStore } from "../kv/store";
 import type { ApplyResult } from "../kv/types";
 import { RaftCore, type RaftConfig } from "../raft/core";
-import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready, type Role, type Snapshot, type SnapshotMeta } from "../raft/types";
+import type { ConfChange } from "../raft/confchange";
+import { ENTRY_CONFIG, NONE, type ClusterConfig, type Entry, type HardState, type Message, type NodeId, type Ready, type Role, type Snapshot, type SnapshotMeta } from "../raft/types";
 import type { RecoveredState } from "../storage";
 import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
@@ -154,6 +155,9 @@ export class NodeRuntime {
   readonly onBecameLeader: (() => void)[] = [];
   /** Called after a snapshot from the leader replaced the state machine. */
   readonly onSnapshotInstalled: (() => void)[] = [];
+  /** Called when the configuration in effect changed (it takes effect when appended, before it commits). */
+  readonly onConfigChanged: ((config: ClusterConfig) => void)[] = [];
+  private configSeen: ClusterConfig | null = null;
 
   constructor(opts: RuntimeOptions, deps: RuntimeDeps) {
     this.id = opts.id;
@@ -184,6 +188,7 @@ export class NodeRuntime {
 
   /** Start ticking. */
   start(): void {
+    this.noticeConfigChange();
     this.cancelTick = this.clock.every(this.opts.tickMs, () => {
       this.core.tick();
       this.scheduleReady();
@@ -246,6 +251,25 @@ export class NodeRuntime {
     return at;
   }
 
+  /**
+   * Leader: append a configuration change; `cb` learns when it is applied (committed). Returns why it
+   * was refused, or null.
+   */
+  proposeConfChange(ch: ConfChange, cb: WriteCallbacks): string | null {
+    const at = this.core.proposeConfChange(ch);
+    if (typeof at === "string") return at;
+    this.pendingWrites.set(at.index, { term: at.term, cb });
+    this.scheduleReady();
+    return null;
+  }
+
+  /** Leader: hand leadership to `target` (thesis 3.10). Returns why it cannot, or null once started. */
+  transferLeadership(target: NodeId): string | null {
+    const refused = this.core.transferLeadership(target);
+    this.scheduleReady();
+    return refused;
+  }
+
   /** Start a linearizable read; false when this node is not the leader. */
   readIndex(cb: ReadCallbacks): boolean {
     const ctx = this.nextReadCtx++;
@@ -291,7 +315,16 @@ export class NodeRuntime {
       this.core.advance(rd);
     }
     this.noticeRoleChange();
+    this.noticeConfigChange();
     this.maybeSnapshot();
+  }
+
+  private noticeConfigChange(): void {
+    const { config, index } = this.core.membership;
+    if (config === this.configSeen) return;
+    this.configSeen = config;
+    this.log.info("configuration", { index, voters: config.voters.join(",") || "-", learners: config.learners.join(",") || "-" });
+    for (const fn of this.onConfigChanged) fn(config);
   }
 
   private persist(rd: Ready): void {
@@ -335,7 +368,8 @@ export class NodeRuntime {
     for (const e of rd.committed) {
       this.logBytesSinceSnapshot += e.data.length;
       let result: ApplyResult | null = null;
-      if (e.data.length) result = this.kv.applyEntry(e.index, e.data);
+      // A configuration entry took effect when appended; the state machine only notes its index.
+      if (e.data.length && e.type !== ENTRY_CONFIG) result = this.kv.applyEntry(e.index, e.data);
       else this.kv.markApplied(e.index);
       const p = this.pendingWrites.get(e.index);
       if (!p) continue;
@@ -423,12 +457,13 @@ export class NodeRuntime {
     const previous = this.snapshot;
     let encodeMs = 0;
     let snap: Snapshot;
+    const config = this.core.configAt(applied);
     // Encoded in slices between which the node keeps serving (the state is captured now).
     this.kv
       .snapshotAsync()
       .then((data) => {
         encodeMs = this.clock.now() - t0;
-        snap = { index: applied, term, data };
+        snap = { index: applied, term, data, config };
         return this.storage.writeSnapshotAsync(snap);
       })
       .then(() => {
