@@ -42,7 +42,10 @@ export interface ClientOptions {
   endpoints: string[];
   /** Total time for one call, retries included. Default 5000 ms. */
   timeoutMs?: number;
-  /** A name for this client (logs, errors). Sessions for exactly-once writes are registered with the cluster. */
+  /**
+   * A name for this client. Not a session: sessions for exactly-once writes are registered with the
+   * cluster (unique ids), so any number of processes may use the same clientId.
+   */
   clientId?: string;
 }
 
