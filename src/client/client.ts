@@ -153,9 +153,9 @@ export class RaftKvClient {
     return (await this.write({ op: "leaseRevoke", id })) as LeaseRevokeResult;
   }
 
-  /** Every lease, by id, with the time it has left by the leader's clock. */
-  async leaseList(): Promise<LeaseStatus[]> {
-    return ((await this.call({ op: "leases" })) as { leases: LeaseStatus[] }).leases;
+  /** The leases by id (at most MAX_LEASES_LISTED; `more` if there are others), with time left by the leader's clock. */
+  async leaseList(): Promise<{ leases: LeaseStatus[]; more: boolean }> {
+    return (await this.call({ op: "leases" })) as { leases: LeaseStatus[]; more: boolean };
   }
 
   /** One lease: granted TTL, time left by the leader's clock, and its keys. LEASE_NOT_FOUND if none. */
