@@ -31,6 +31,7 @@ export type ClientOp =
   | { op: "write"; cmd: Command; clientId?: string; seq?: number }
   | { op: "range"; range: RangeRequest; serializable?: boolean }
   | { op: "status" }
+  | { op: "stats" } // what the dashboard shows of a node (server/metrics.ts NodeStats)
   // Leases as the leader sees them: every lease ({ leases: LeaseStatus[], more }: at most
   // MAX_LEASES_LISTED), or one with its keys (at most MAX_RESULT_BYTES of them; keyCount counts all).
   | { op: "leases"; lease?: number }

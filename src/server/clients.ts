@@ -8,6 +8,7 @@ import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import type { FramedConn } from "../net";
 import { NONE } from "../raft/types";
 import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
+import type { NodeMetrics } from "./metrics";
 import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
@@ -28,6 +29,8 @@ export interface ClientServiceDeps {
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
+  /** Told of every request and answer; also answers `stats` (production: /metrics and the dashboard). */
+  metrics?: NodeMetrics;
 }
 
 export class ClientService {
@@ -36,6 +39,7 @@ export class ClientService {
   private readonly logNow: () => number;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
+  private readonly metrics: NodeMetrics | undefined;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
@@ -43,6 +47,7 @@ export class ClientService {
     this.logNow = deps.logNow;
     this.nodes = deps.nodes;
     this.status = deps.status;
+    this.metrics = deps.metrics;
   }
 
   private get id(): number {
@@ -67,6 +72,7 @@ export class ClientService {
 
   onRequest(conn: ClientConn, req: RequestFrame): void {
     if (typeof req.id !== "number") throw new Error("request without an id");
+    this.metrics?.requestStarted(conn, req);
     try {
       this.handleRequest(conn, req);
     } catch (err) {
@@ -79,6 +85,10 @@ export class ClientService {
     switch (req.op) {
       case "status":
         this.replyOk(conn, req.id, this.status());
+        return;
+      case "stats":
+        if (!this.metrics) throw new Error(`node ${this.id} keeps no stats`);
+        this.replyOk(conn, req.id, this.metrics.stats());
         return;
       case "range": {
         const range = parseRangeRequest(req.range);
@@ -96,9 +106,11 @@ export class ClientService {
         });
         return;
       }
-      case "watch":
-        this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true);
+      case "watch": {
+        const started = this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true);
+        this.metrics?.requestEnded(conn, req.id, started);
         return;
+      }
       case "leases": {
         // Time left is measured on the leader's clock, after a ReadIndex like any linearizable read.
         if (req.lease !== undefined && !(typeof req.lease === "number" && Number.isSafeInteger(req.lease) && req.lease > 0)) {
@@ -204,10 +216,12 @@ export class ClientService {
   }
 
   private replyOk(conn: ClientConn, id: number, result: unknown): void {
+    this.metrics?.requestEnded(conn, id, "ok");
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
   }
 
   private reply(conn: ClientConn, id: number, err: { code: ErrorCode; message: string; leader?: LeaderHint }): void {
+    this.metrics?.requestEnded(conn, id, err.code);
     if (conn.closed) return;
     conn.send({ k: "res", id, ok: false, code: err.code, message: err.message, ...(err.leader ? { leader: err.leader } : {}) });
   }

@@ -5,12 +5,13 @@ import { formatAddr, type NodeAddr } from "../config";
 import { listenFrames, type FramedConn, type FrameListener } from "../net";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
-import type { NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
+import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
 import { ClientService } from "./clients";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
 import { Logger, type LogFormat, type LogLevel } from "./log";
+import { NodeMetrics } from "./metrics";
 import { NodeRuntime, type Clock } from "./runtime";
 import { TcpTransport } from "./transport";
 import { Watches } from "./watches";
@@ -69,6 +70,18 @@ export class RaftKvNode {
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
   private readonly startedAt = Date.now();
+  private readonly metrics = new NodeMetrics(() => {
+    const kv = this.runtime.kv.stats();
+    return {
+      status: this.status(),
+      pendingProposals: this.runtime.pendingWriteCount,
+      openConnections: this.listener?.connections.size ?? 0,
+      watchers: this.watches.count,
+      leases: kv.leases,
+      storedBytes: kv.approxBytes,
+      peerBytesSent: this.transport.bytesSent(),
+    };
+  });
 
   private appliedAtLastCheck = 0;
   private idleSince = Date.now();
@@ -109,7 +122,7 @@ export class RaftKvNode {
         onClose: (conn) => this.watches.dropConn(conn),
       });
       if (this.opts.httpPort) {
-        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, () => this.status());
+        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
       }
     } catch (err) {
       this.listener?.stop();
@@ -164,12 +177,13 @@ export class RaftKvNode {
         recovered: state,
         log: this.log,
         failStop: () => process.exit(2),
+        metrics: this.metrics,
       },
     );
     this.watches = new Watches(this.runtime.kv, this.id);
     this.runtime.onSnapshotInstalled.push(() => this.watches.endAfterSnapshot());
     this.leases = new LeaseKeeper(this.runtime, realClock, this.log);
-    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status() });
+    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
     this.log.info("recovered from disk", {
       snapshotIndex: state.snapshot?.index ?? 0,
       entries: state.entries.length,
@@ -185,6 +199,7 @@ export class RaftKvNode {
     this.transport.close();
     this.listener?.stop();
     this.http?.stop();
+    this.metrics.stop();
     this.runtime.stop({ code: "SHUTTING_DOWN", message: `node ${this.id} is shutting down` });
     try {
       this.wal.close();
@@ -220,6 +235,7 @@ export class RaftKvNode {
         return;
       }
       case "hello":
+        if (typeof (value as HelloFrame).from === "number") this.metrics.peerConnected(conn, (value as HelloFrame).from);
         return;
       case "req":
         this.clients.onRequest(conn, value as RequestFrame);

@@ -9,6 +9,7 @@ import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready
 import type { RecoveredState } from "../storage";
 import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
+import type { NodeMetrics } from "./metrics";
 
 /**
  * Time as the runtime sees it. Production: performance.now / setImmediate / setInterval. There is no wall
@@ -81,6 +82,8 @@ export interface RuntimeDeps {
   log: Logger;
   /** Stop the node at once (production: exit the process). Never returns. */
   failStop(reason: string): never;
+  /** Told of messages, fsyncs, applies, snapshots and leaders (production: /metrics). */
+  metrics?: NodeMetrics;
 }
 
 /** Why a request could not complete; `leaderHint` asks the caller to add where the leader is. */
@@ -124,6 +127,7 @@ export class NodeRuntime {
   private readonly storage: RuntimeStorage;
   private readonly log: Logger;
   private readonly failStop: (reason: string) => never;
+  private readonly metrics: NodeMetrics | undefined;
   private readonly opts: RuntimeOptions;
 
   private readyScheduled = false;
@@ -160,6 +164,7 @@ export class NodeRuntime {
     this.storage = deps.storage;
     this.log = deps.log;
     this.failStop = deps.failStop;
+    this.metrics = deps.metrics;
     const state = deps.recovered;
     this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
     this.persistedTerm = state.hardState.term;
@@ -222,6 +227,7 @@ export class NodeRuntime {
 
   /** A Raft message from a peer (a snapshot arrives whole, with its data). */
   step(m: Message): void {
+    this.metrics?.messageReceived(m);
     this.core.step(m);
     this.scheduleReady();
   }
@@ -280,7 +286,9 @@ export class NodeRuntime {
         this.failStop(`storage failure: ${(err as Error).message}`);
       }
       if (!sendFirst) for (const m of rd.messages) this.sendMessage(m);
+      const applyStart = this.clock.now();
       this.apply(rd);
+      this.metrics?.applied(rd.committed.length, this.clock.now() - applyStart);
       this.core.advance(rd);
     }
     this.noticeRoleChange();
@@ -307,10 +315,16 @@ export class NodeRuntime {
     if (!this.opts.groupCommit) {
       for (const e of rd.entries) {
         wal.append([e]);
-        wal.sync();
+        this.syncWal();
       }
     } else if (rd.entries.length) wal.append(rd.entries);
-    if (mustSync) wal.sync();
+    if (mustSync) this.syncWal();
+  }
+
+  private syncWal(): void {
+    const t0 = this.clock.now();
+    this.storage.wal.sync();
+    this.metrics?.walSynced(this.clock.now() - t0);
   }
 
   private apply(rd: Ready): void {
@@ -362,6 +376,7 @@ export class NodeRuntime {
     const role = this.core.role;
     const leader = this.core.leader;
     if (role === this.lastRole && leader === this.lastLeader) return;
+    if (leader !== this.lastLeader) this.metrics?.leaderSeen(this.core.term, leader);
     const wasLeader = this.lastRole === "leader";
     if (role === "leader" && !wasLeader) this.log.info("became leader");
     else if (leader !== this.lastLeader && leader !== NONE && role !== "leader") this.log.info("following leader", { leader });
@@ -426,6 +441,7 @@ export class NodeRuntime {
         const deleted = this.storage.wal.compact(previous?.index ?? 0);
         const keep = Math.min(CATCH_UP_ENTRIES, this.opts.snapshotEntries);
         this.core.compact(Math.max(this.core.status().snapshotIndex, applied - keep));
+        this.metrics?.snapshotWritten(snap.data.length, this.clock.now() - t0);
         this.log.info("snapshot written", { index: applied, bytes: snap.data.length, encodeMs: Math.round(encodeMs), segmentsDeleted: deleted });
       })
       .catch((err: Error) => this.log.error("snapshot failed", { reason: err.message }))
@@ -463,6 +479,7 @@ export class NodeRuntime {
       void this.sendSnapshot(m.to, m.term);
       return;
     }
+    this.metrics?.messageSent(m);
     this.transport.send(m);
   }
 }

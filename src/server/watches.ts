@@ -53,6 +53,11 @@ function shaped(events: readonly WatchEvent[], prevKv: boolean): readonly WatchE
 export class Watches {
   private readonly watchers = new Set<Watcher>();
 
+  /** Watches being served. */
+  get count(): number {
+    return this.watchers.size;
+  }
+
   constructor(
     private readonly kv: KvStore,
     private readonly nodeId: number,
@@ -60,12 +65,13 @@ export class Watches {
     kv.onEvents((events, revision) => this.publish(events, revision));
   }
 
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): void {
+  /** Starts a watch; returns "ok", or the error code the watch ended with at once. */
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): "ok" | "COMPACTED" {
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
       send(conn, { k: "ev", id, error: { code: "COMPACTED", message: `revision ${fromRevision} is compacted on node ${this.nodeId} (oldest kept: ${this.kv.compactRevision})` } });
-      return;
+      return "COMPACTED";
     }
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result: { watching: true, revision: this.kv.revision } });
     // Replay history one revision per frame, then go live: nothing can be applied in between.
@@ -74,9 +80,10 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      for (const frame of frames(id, rev, shaped(group, prevKv))) if (!send(conn, frame)) return;
+      for (const frame of frames(id, rev, shaped(group, prevKv))) if (!send(conn, frame)) return "ok";
     }
     this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
+    return "ok";
   }
 
   /** The connection closed: forget its watches. */
