@@ -19,11 +19,12 @@ import { Watches } from "../../src/server/watches";
 
 const te = new TextEncoder();
 
-interface FakeConn extends ClientConn {
+type FakeConn = Omit<ClientConn, "closed"> & {
+  closed: boolean;
   frames: unknown[];
   /** Make send throw FrameTooLargeError for frames this returns true for. */
   tooLarge: (frame: unknown) => boolean;
-}
+};
 
 function fakeConn(): FakeConn {
   const c: FakeConn = {
