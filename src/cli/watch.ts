@@ -1,8 +1,7 @@
 // raftkv watch: stream changes to a key, a prefix or a range.
 
 import type { CAC } from "cac";
-import { toText } from "../client/client";
-import { client, clientOptions, isJson, positiveInt, printJson, run, type ClientFlags } from "./common";
+import { bytesJson, client, clientOptions, isJson, positiveInt, printJson, run, writeOut, type ClientFlags } from "./common";
 
 export function registerWatch(cli: CAC): void {
   clientOptions(cli.command("watch <key> [rangeEnd]", "Print every change to <key> (or --prefix / a range) as it happens, until Ctrl-C"))
@@ -23,11 +22,11 @@ export function registerWatch(cli: CAC): void {
         process.once("SIGTERM", stop);
         for await (const ev of w) {
           if (isJson(flags)) {
-            printJson({ type: ev.type, key: toText(ev.key), value: ev.value ? toText(ev.value) : undefined, modRevision: ev.modRevision, createRevision: ev.createRevision, version: ev.version });
+            printJson({ type: ev.type, ...bytesJson("key", ev.key), ...(ev.value ? bytesJson("value", ev.value) : {}), modRevision: ev.modRevision, createRevision: ev.createRevision, version: ev.version });
           } else if (ev.type === "put") {
-            console.log(`PUT ${toText(ev.key)} ${toText(ev.value!)} (rev ${ev.modRevision})`);
+            writeOut("PUT ", ev.key, " ", ev.value!, ` (rev ${ev.modRevision})\n`);
           } else {
-            console.log(`DELETE ${toText(ev.key)} (rev ${ev.modRevision})`);
+            writeOut("DELETE ", ev.key, ` (rev ${ev.modRevision})\n`);
           }
         }
         c.close();
