@@ -13,6 +13,7 @@ import { registerLock } from "./cli/lock";
 import { registerBench } from "./cli/bench";
 import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
+import { registerAdmin } from "./cli/admin";
 import { parseCommandLine } from "./cli/parse";
 
 const cli = cac("raftkv");
@@ -25,6 +26,7 @@ registerLock(cli);
 registerBench(cli);
 registerStatus(cli);
 registerCluster(cli);
+registerAdmin(cli);
 
 cli.help();
 cli.option("-v, --version", "Print raftkv's version");

@@ -8,6 +8,7 @@ import {
   type AppendResponse,
   type Entry,
   type HardState,
+  type HeartbeatRequest,
   type Message,
   type NodeId,
   type ReadFailure,
@@ -111,12 +112,14 @@ export class RaftCore {
   private snapIndex = 0;
   private snapTerm = 0;
   private entries: Entry[] = [];
-  /** Entries at or below this index are on stable storage. */
+  /** Entries at or below this index are on stable storage (the runtime said so with persisted()). */
   private stableIndex = 0;
-  /** Lowest index rewritten since the last Ready (truncation point), or Infinity. */
-  private unstableFrom = Infinity;
+  /** Entries at or below this index were handed to the runtime in a Ready (written or being written). */
+  private acceptedIndex = 0;
 
   applied = 0;
+  /** Committed entries at or below this index were handed to the runtime to apply. */
+  private applyingIndex = 0;
 
   role: Role = "follower";
   leader: NodeId = NONE;
@@ -139,8 +142,8 @@ export class RaftCore {
   private readStates: ReadState[] = [];
   private readFailures: ReadFailure[] = [];
   private pendingSnapshot: Snapshot | null = null;
-  private persistedHardState: HardState;
-  private readyOutstanding = false;
+  /** The hard state last handed out in a Ready. */
+  private acceptedHardState: HardState;
 
   constructor(cfg: RaftConfig, init?: InitialState) {
     assert(cfg.voters.includes(cfg.id), `node ${cfg.id} must be one of the voters`);
@@ -171,9 +174,11 @@ export class RaftCore {
       this.vote = init.hardState.vote;
       this.commit = Math.max(Math.min(init.hardState.commit, this.lastIndex()), this.snapIndex);
       this.applied = this.snapIndex;
+      this.applyingIndex = this.snapIndex;
       this.stableIndex = this.lastIndex();
+      this.acceptedIndex = this.lastIndex();
     }
-    this.persistedHardState = this.hardState();
+    this.acceptedHardState = this.hardState();
     this.resetRandomizedElectionTimeout();
   }
 
@@ -217,7 +222,7 @@ export class RaftCore {
     if (first <= this.lastIndex()) {
       this.entries.length = first - this.snapIndex - 1;
       this.stableIndex = Math.min(this.stableIndex, first - 1);
-      this.unstableFrom = Math.min(this.unstableFrom, first);
+      this.acceptedIndex = Math.min(this.acceptedIndex, first - 1);
     }
     for (const e of newEntries) this.entries.push(e);
   }
@@ -472,11 +477,11 @@ export class RaftCore {
       } else if (m.type === "voteResp" && m.preVote && m.granted) {
         // A granted pre-vote carries the proposed term; it does not move ours.
       } else {
-        const leader = m.type === "app" || m.type === "snap" ? m.from : NONE;
+        const leader = m.type === "app" || m.type === "snap" || m.type === "hb" ? m.from : NONE;
         this.becomeFollower(m.term, leader);
       }
     } else if (m.term < this.term) {
-      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "snap")) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "snap" || m.type === "hb")) {
         // Tell a stale leader about the newer term so it steps down.
         this.send(this.appResp(m.from, false, 0, 0, 0, 0));
       } else if (m.type === "vote" && m.preVote) {
@@ -496,21 +501,47 @@ export class RaftCore {
         if (this.role === "leader") {
           assert(false, `two leaders in term ${this.term}: ${this.id} and ${m.from}`);
         }
-        if (this.role !== "follower") this.becomeFollower(m.term, m.from);
-        this.leader = m.from;
-        this.electionElapsed = 0;
+        this.acceptLeader(m.from);
         this.handleAppend(m);
         return;
       case "snap":
         assert(this.role !== "leader", `two leaders in term ${this.term}`);
-        if (this.role !== "follower") this.becomeFollower(m.term, m.from);
-        this.leader = m.from;
-        this.electionElapsed = 0;
+        this.acceptLeader(m.from);
         this.handleSnapshot(m);
+        return;
+      case "hb":
+        this.handleHeartbeat(m);
         return;
       case "appResp":
         if (this.role === "leader") this.handleAppendResp(m);
         return;
+      case "hbResp": {
+        const pr = this.role === "leader" ? this.progress.get(m.from) : undefined;
+        if (pr) this.heardFrom(pr, m.readRound);
+        return;
+      }
+    }
+  }
+
+  private handleHeartbeat(m: HeartbeatRequest): void {
+    assert(this.role !== "leader", `two leaders in term ${this.term}: ${this.id} and ${m.from}`);
+    this.acceptLeader(m.from);
+    this.send({ type: "hbResp", from: this.id, to: m.from, term: this.term, readRound: m.readRound });
+  }
+
+  /** A message of the current term from the leader: follow it and restart the election timer. */
+  private acceptLeader(leader: NodeId): void {
+    if (this.role !== "follower") this.becomeFollower(this.term, leader);
+    this.leader = leader;
+    this.electionElapsed = 0;
+  }
+
+  /** Leader: `pr`'s peer answered; `readRound` is the ReadIndex round it echoed. */
+  private heardFrom(pr: Progress, readRound: number): void {
+    pr.recentActive = true;
+    if (readRound > pr.readRoundAcked) {
+      pr.readRoundAcked = readRound;
+      this.confirmReads();
     }
   }
 
@@ -612,7 +643,7 @@ export class RaftCore {
     this.entries = [];
     this.commit = s.index;
     this.stableIndex = s.index;
-    this.unstableFrom = Infinity;
+    this.acceptedIndex = s.index;
     this.pendingSnapshot = { index: s.index, term: s.term, data: s.data };
     this.send(this.appResp(m.from, true, s.index, 0, 0, 0));
   }
@@ -620,11 +651,7 @@ export class RaftCore {
   private handleAppendResp(m: AppendResponse): void {
     const pr = this.progress.get(m.from);
     if (!pr) return;
-    pr.recentActive = true;
-    if (m.readRound > pr.readRoundAcked) {
-      pr.readRoundAcked = m.readRound;
-      this.confirmReads();
-    }
+    this.heardFrom(pr, m.readRound);
     if (!m.success) {
       const rejected = m.matchIndex;
       if (rejected === pr.match && pr.match > 0 && m.hintTerm === 0 && m.hintIndex <= pr.match) {
@@ -786,15 +813,20 @@ export class RaftCore {
     return true;
   }
 
-  /** A heartbeat carries the commit index (bounded by what the follower holds) and the ReadIndex round. */
+  /**
+   * A heartbeat carries the commit index (bounded by what the follower holds) and the ReadIndex round.
+   * A follower that cannot take an append (it is being sent a snapshot, or what it acknowledged was
+   * compacted away) still gets one that needs nothing from the log, so check-quorum counts it alive.
+   */
   private sendHeartbeat(peer: NodeId, pr: Progress): void {
     if (pr.state !== "snapshot" && !this.isPaused(pr) && pr.next <= this.lastIndex()) {
       if (this.sendAppend(peer, pr)) return;
     }
     const prevIndex = pr.match;
-    const prevTerm = this.termAt(prevIndex);
+    const prevTerm = pr.state === "snapshot" ? undefined : this.termAt(prevIndex);
     if (prevTerm === undefined) {
-      if (pr.state !== "snapshot") this.sendAppend(peer, pr, true);
+      if (pr.state !== "snapshot" && this.sendAppend(peer, pr, true)) return;
+      this.send({ type: "hb", from: this.id, to: peer, term: this.term, readRound: this.readRound });
       return;
     }
     this.send({
@@ -833,33 +865,35 @@ export class RaftCore {
 
   hasReady(): boolean {
     if (this.readRoundRequested || this.pendingAppendBroadcast) return true;
-    const hs = this.persistedHardState;
+    const hs = this.acceptedHardState;
     return (
       this.msgs.length > 0 ||
       this.readStates.length > 0 ||
       this.readFailures.length > 0 ||
       this.pendingSnapshot !== null ||
-      this.lastIndex() > this.stableIndex ||
-      this.unstableFrom !== Infinity ||
-      this.commit > this.applied ||
+      this.lastIndex() > this.acceptedIndex ||
+      this.commit > this.applyingIndex ||
       hs.term !== this.term ||
       hs.vote !== this.vote ||
       hs.commit !== this.commit
     );
   }
 
-  /** Collect what the runtime must do. Must be followed by advance() before any other input. */
+  /**
+   * Collect what the runtime must do: everything since the previous Ready. Inputs may keep arriving
+   * before the runtime reports back (etcd's asynchronous storage writes): the runtime calls
+   * reportApplied(rd) once it applied rd's snapshot and committed entries, and reportPersisted(rd) once rd's hard state and
+   * entries are durable, in the order of the Readies. advance(rd) is both at once.
+   */
   ready(): Ready {
-    assert(!this.readyOutstanding, "ready() called twice without advance()");
     this.flushLeaderOutput();
     const hs = this.hardState();
-    const p = this.persistedHardState;
+    const p = this.acceptedHardState;
     const hardStateChanged = hs.term !== p.term || hs.vote !== p.vote || hs.commit !== p.commit;
-    const from = Math.min(this.unstableFrom, this.stableIndex + 1);
-    const applyFrom = Math.max(this.applied, this.pendingSnapshot?.index ?? 0) + 1;
+    const applyFrom = Math.max(this.applyingIndex, this.pendingSnapshot?.index ?? 0) + 1;
     const rd: Ready = {
       hardState: hardStateChanged ? hs : null,
-      entries: this.slice(from, this.lastIndex()),
+      entries: this.slice(this.acceptedIndex + 1, this.lastIndex()),
       snapshot: this.pendingSnapshot,
       messages: this.msgs,
       committed: this.slice(applyFrom, this.commit),
@@ -869,25 +903,33 @@ export class RaftCore {
     this.msgs = [];
     this.readStates = [];
     this.readFailures = [];
-    this.readyOutstanding = true;
+    this.acceptedHardState = hs;
+    this.acceptedIndex = this.lastIndex();
+    this.applyingIndex = Math.max(this.applyingIndex, this.commit, this.pendingSnapshot?.index ?? 0);
+    this.pendingSnapshot = null;
     return rd;
   }
 
   /** The runtime has persisted, sent and applied everything in `rd`. */
   advance(rd: Ready): void {
-    assert(this.readyOutstanding, "advance() without ready()");
-    this.readyOutstanding = false;
-    if (rd.hardState) this.persistedHardState = rd.hardState;
-    if (rd.snapshot) {
-      this.applied = Math.max(this.applied, rd.snapshot.index);
-      this.pendingSnapshot = null;
-    }
-    if (rd.entries.length) {
-      this.stableIndex = Math.max(this.stableIndex, rd.entries[rd.entries.length - 1]!.index);
-    }
-    this.unstableFrom = Infinity;
-    if (rd.committed.length) this.applied = rd.committed[rd.committed.length - 1]!.index;
-    if (this.role === "leader" && rd.entries.length && this.maybeCommit()) this.pendingAppendBroadcast = true;
+    this.reportApplied(rd);
+    this.reportPersisted(rd);
+  }
+
+  /** The runtime has applied the snapshot and the committed entries of `rd`. */
+  reportApplied(rd: Ready): void {
+    if (rd.snapshot) this.applied = Math.max(this.applied, rd.snapshot.index);
+    if (rd.committed.length) this.applied = Math.max(this.applied, rd.committed[rd.committed.length - 1]!.index);
+  }
+
+  /** The hard state and entries of `rd` (and of every earlier Ready) are durable. */
+  reportPersisted(rd: Ready): void {
+    if (!rd.entries.length) return;
+    const last = rd.entries[rd.entries.length - 1]!;
+    // A later Ready may have replaced these entries (a follower's log truncated meanwhile).
+    if (this.termAt(last.index) !== last.term || last.index > this.acceptedIndex) return;
+    this.stableIndex = Math.max(this.stableIndex, last.index);
+    if (this.role === "leader" && this.maybeCommit()) this.pendingAppendBroadcast = true;
   }
 
   /** The state machine was snapshotted at `index` (<= applied): drop the log up to it. */
@@ -906,6 +948,25 @@ export class RaftCore {
     if (!pr || pr.state !== "snapshot") return;
     if (!ok) this.toProbe(pr, pr.match + 1);
     // On success, wait for the follower's append response to move to replicate.
+  }
+
+  /**
+   * Follower: the runtime received a chunk of a snapshot that `leader` streams in `term`. It counts as
+   * contact from the leader (a long transfer must not time the follower out into an election).
+   */
+  snapshotChunkReceived(leader: NodeId, term: number): void {
+    if (leader === this.id || !this.voters.includes(leader) || term < this.term) return;
+    if (term > this.term) this.becomeFollower(term, leader);
+    else if (this.role === "leader") return; // a confused peer; the chunk itself will be refused
+    this.acceptLeader(leader);
+  }
+
+  /** Leader: the snapshot stream to `peer` made progress, so the peer is alive and the transfer not stalled. */
+  snapshotStreamProgress(peer: NodeId): void {
+    const pr = this.role === "leader" ? this.progress.get(peer) : undefined;
+    if (!pr || pr.state !== "snapshot") return;
+    pr.recentActive = true;
+    pr.stallTicks = 0;
   }
 
   /** Start an election now instead of waiting for the timeout (used by tests). */

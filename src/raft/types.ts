@@ -13,6 +13,7 @@ export interface Entry {
   index: number;
   term: number;
   data: Uint8Array;
+  type?: number; // 0 or absent = normal entry, 1 = configuration change
 }
 
 /** What must be on disk before any message that depends on it is sent. */
@@ -89,12 +90,29 @@ export interface SnapshotRequest extends MessageBase {
   snapshot: SnapshotMeta & { data?: Uint8Array };
 }
 
+/**
+ * A heartbeat that depends on nothing in the log: it keeps a follower's election timer reset and
+ * confirms ReadIndex rounds while the follower cannot take appends (it is being sent a snapshot, or
+ * the entry it last acknowledged was compacted away). It carries no commit index.
+ */
+export interface HeartbeatRequest extends MessageBase {
+  type: "hb";
+  readRound: number;
+}
+
+export interface HeartbeatResponse extends MessageBase {
+  type: "hbResp";
+  readRound: number;
+}
+
 export type Message =
   | VoteRequest
   | VoteResponse
   | AppendRequest
   | AppendResponse
-  | SnapshotRequest;
+  | SnapshotRequest
+  | HeartbeatRequest
+  | HeartbeatResponse;
 
 /** A confirmed linearizable read: the caller may serve `ctx` once applied >= index. */
 export interface ReadState {
@@ -109,8 +127,10 @@ export interface ReadFailure {
 }
 
 /**
- * Everything the runtime must do after the core changed. Order: persist hardState and entries (fsync),
- * install snapshot, then send messages, then apply committed entries, then call core.advance(ready).
+ * Everything the runtime must do after the core changed: persist entries, then the hard state, and
+ * the snapshot; send messages (those that depend on what this Ready persists only once it is durable);
+ * apply committed entries. Then core.reportApplied(ready), and core.reportPersisted(ready) once it is
+ * durable (core.advance(ready) does both).
  */
 export interface Ready {
   hardState: HardState | null; // non-null when changed since last Ready

@@ -296,7 +296,7 @@ describe("serve and the command line itself", () => {
     const dir = mkdtempSync(join(tmpdir(), "raftkv-sup-"));
     const ports = freePorts(3);
     writeFileSync(join(dir, "nodes.conf"), ports.map((p, i) => `${i} 127.0.0.1 ${p}`).join("\n") + "\n");
-    const sup = Bun.spawn([BIN, "cluster", join(dir, "nodes.conf"), "--data-root", join(dir, "data"), "--", "--snapshot-entries", "77"], {
+    const sup = Bun.spawn([BIN, "cluster", join(dir, "nodes.conf"), "--data-root", join(dir, "data"), "--http-port", "0", "--", "--snapshot-entries", "77"], {
       stdout: "pipe",
       stderr: "pipe",
       stdin: "ignore",
