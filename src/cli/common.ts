@@ -1,7 +1,7 @@
 // Helpers every command shares: where the cluster is, how output is written, exit codes.
 
 import type { Command } from "cac";
-import { existsSync, openSync, readFileSync } from "node:fs";
+import { existsSync, openSync, readFileSync, writeSync } from "node:fs";
 import { ConfigError, formatAddr, loadNodesConf } from "../config";
 import { RaftKvClient, RaftKvError } from "../client/client";
 import { MAX_LEASE_TTL_MS } from "../kv/codec";
@@ -55,9 +55,27 @@ export function timeoutMs(flags: ClientFlags): number {
   return parseDurationMs("--timeout", flags.timeout ?? DEFAULT_TIMEOUT, "ms", MAX_TIMEOUT_MS);
 }
 
-/** Writes text and raw bytes to stdout in order; bytes are written as they are, never decoded. */
+const encoder = new TextEncoder();
+
+/**
+ * Writes text and raw bytes to stdout, in order and completely before returning (so a process.exit right
+ * after loses nothing, however large the output); bytes are written as they are, never decoded.
+ */
 export function writeOut(...parts: (string | Uint8Array)[]): void {
-  for (const part of parts) process.stdout.write(part);
+  for (const part of parts) {
+    const bytes = typeof part === "string" ? encoder.encode(part) : part;
+    let off = 0;
+    while (off < bytes.length) {
+      try {
+        off += writeSync(1, bytes, off, bytes.length - off);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "EAGAIN") Bun.sleepSync(1); // a non-blocking pipe that is full: wait for the reader
+        else if (code === "EPIPE") process.exit(EXIT.ok); // the reader went away (| head): nothing more to say
+        else throw err;
+      }
+    }
+  }
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -109,7 +127,6 @@ export async function run(fn: () => Promise<number | void>): Promise<void> {
       code = EXIT.failed;
     }
   }
-  await new Promise<void>((resolve) => process.stdout.write("", () => resolve())); // all output out first
   process.exit(code);
 }
 
