@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { loadNodesConf } from "../config";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
+import { formatLimitsHelp } from "../server/limits";
 import { positiveInt, run, UsageError } from "./common";
 
 /** Set by `raftkv cluster` for its children: stop when stdin (a pipe from the supervisor) closes. */
@@ -52,6 +53,7 @@ export function registerServe(cli: CAC): void {
     .option("--http-port <port>", "Also serve the dashboard (/) and GET /health, /status and /metrics (Prometheus) over HTTP on this port")
     .option("--session-ttl <ttl>", "Removed: the session TTL is one cluster-wide setting, changed through the log (raftkv session-ttl)")
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
+    .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
     .example("raftkv serve 0 nodes.conf")
     .action((idText: string, configPath: string | undefined, flags) =>
       run(async () => {

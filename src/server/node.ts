@@ -37,7 +37,7 @@ export interface NodeOptions {
 export const DEFAULT_HEARTBEAT_MS = 50;
 export const DEFAULT_ELECTION_MS = 300;
 export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
-export { MAX_PENDING_REQUESTS } from "./clients";
+export { MAX_PENDING_REQUESTS } from "./limits";
 /** A node idle (nothing applied) this long runs one full garbage collection. */
 const IDLE_GC_AFTER_MS = 2000;
 /** Granularity of the Raft clock. */
@@ -120,7 +120,11 @@ export class RaftKvNode {
         port: this.self.port,
         onFrame: (conn, value) => this.onFrame(conn, value),
         onError: (conn, err) => this.log.warn("closed a connection that sent bad data", { remote: conn.remoteAddress, reason: err.message }),
-        onClose: (conn) => this.watches.dropConn(conn),
+        onClose: (conn) => {
+          this.watches.dropConn(conn);
+          this.clients.dropConn(conn);
+          this.transport.connectionClosed(conn);
+        },
       });
       if (this.opts.httpPort) {
         this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
@@ -135,6 +139,7 @@ export class RaftKvNode {
     this.runtime.start();
     this.leaseTimer = setInterval(() => {
       this.leases.expire();
+      this.transport.expireSnapshotTransfers();
       this.collectGarbageWhenIdle();
     }, LEASE_CHECK_MS);
     this.log.info("serving", {
@@ -231,7 +236,7 @@ export class RaftKvNode {
         return;
       }
       case "snapChunk": {
-        const m = this.transport.onSnapChunk(value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
+        const m = this.transport.onSnapChunk(conn, value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
         if (m) this.runtime.step(m);
         return;
       }
