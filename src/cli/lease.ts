@@ -51,18 +51,20 @@ export function registerLease(cli: CAC): void {
               return;
             }
             case "list": {
-              const leases = await c.leaseList();
-              if (isJson(flags)) printJson({ leases });
+              const { leases, more } = await c.leaseList();
+              if (isJson(flags)) printJson({ leases, more });
               else if (!leases.length) writeOut("no leases\n");
               else for (const l of leases) writeOut(`lease ${l.id}: TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)\n`);
+              if (more && !isJson(flags)) console.error(`(only the first ${leases.length} leases are shown)`);
               return;
             }
             case "timetolive": {
               const l = await c.leaseTimeToLive(positiveInt("lease id", need("a lease id")));
-              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keys: l.keys.map(toText) });
+              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keyCount: l.keyCount, keys: l.keys.map(toText) });
               else {
                 writeOut(`lease ${l.id}: granted TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)\n`);
                 for (const k of l.keys) writeOut("  ", k, "\n");
+                if (l.keys.length < l.keyCount) console.error(`(only the first ${l.keys.length} keys are shown)`);
               }
               return;
             }
