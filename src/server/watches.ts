@@ -58,16 +58,26 @@ export class Watches {
     for (const w of this.watchers) {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
-      if (mine.length && !send(w.conn, { k: "ev", id: w.id, revision, events: mine })) {
-        this.end(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
+      if (!mine.length) continue;
+      let sent: boolean;
+      try {
+        sent = send(w.conn, { k: "ev", id: w.id, revision, events: mine });
+      } catch (err) {
+        // This watch's events cannot be sent (e.g. too large for a frame): end this watch only.
+        this.end(w, "INTERNAL", `the watch's events could not be sent: ${(err as Error).message}`);
+        continue;
       }
+      if (!sent) this.end(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
     }
   }
 
   private end(w: Watcher, code: string, message: string): void {
     this.watchers.delete(w);
-    send(w.conn, { k: "ev", id: w.id, error: { code, message } });
-    w.conn.close();
+    try {
+      send(w.conn, { k: "ev", id: w.id, error: { code, message } });
+    } finally {
+      w.conn.close();
+    }
   }
 }
 
