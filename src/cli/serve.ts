@@ -4,7 +4,7 @@ import type { CAC } from "cac";
 import { loadNodesConf } from "../config";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
-import { parseTtlMs, positiveInt, run, UsageError } from "./common";
+import { positiveInt, run, UsageError } from "./common";
 
 export function registerServe(cli: CAC): void {
   cli
@@ -17,13 +17,17 @@ export function registerServe(cli: CAC): void {
     .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
     .option("--log-format <format>", "text or json", { default: "text" })
     .option("--http-port <port>", "Also serve GET /health, /status and /metrics (Prometheus) over HTTP on this port")
-    .option("--session-ttl <ttl>", "Forget a client's exactly-once session after this idle time (use the same on every node)", { default: "10m" })
+    .option("--session-ttl <ttl>", "Removed: the session TTL is one cluster-wide setting, changed through the log (raftkv session-ttl)")
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
     .example("raftkv serve 0 nodes.conf")
     .action((idText: string, configPath: string | undefined, flags) =>
       run(async () => {
         if (!/^\d+$/.test(String(idText))) throw new UsageError(`node id must be a number, got ${JSON.stringify(idText)}`);
         const id = Number(idText);
+        if (flags.sessionTtl !== undefined) {
+          // A per-node value was part of the apply function: nodes with different values diverged.
+          throw new UsageError("--session-ttl was removed: the session TTL is one cluster-wide setting, changed through the log; run `raftkv session-ttl TTL` against the running cluster");
+        }
         const nodes = loadNodesConf(configPath ?? "nodes.conf");
         if (!isLogLevel(flags.logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error`);
         if (flags.logFormat !== "text" && flags.logFormat !== "json") throw new UsageError(`--log-format must be text or json`);
@@ -43,7 +47,6 @@ export function registerServe(cli: CAC): void {
             logFormat: flags.logFormat,
             listenHost: flags.listenHost,
             groupCommit: flags.groupCommit !== false,
-            sessionTtlMs: parseTtlMs(String(flags.sessionTtl)),
             httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
           });
         } catch (err) {

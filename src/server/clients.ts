@@ -7,8 +7,8 @@ import { isKvError } from "../kv/errors";
 import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import type { FramedConn } from "../net";
 import { NONE } from "../raft/types";
-import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame } from "../protocol";
-import type { Clock, Failure, NodeRuntime } from "./runtime";
+import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
+import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
 /** Requests a leader holds awaiting commit or read confirmation before it answers TOO_BUSY. */
@@ -20,7 +20,8 @@ export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
 export interface ClientServiceDeps {
   runtime: NodeRuntime;
   watches: Watches;
-  clock: Clock;
+  /** The time stamped into log commands (LeaseKeeper.now: the log's clock, carried on monotonically). */
+  logNow: () => number;
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
@@ -29,14 +30,14 @@ export interface ClientServiceDeps {
 export class ClientService {
   private readonly runtime: NodeRuntime;
   private readonly watches: Watches;
-  private readonly clock: Clock;
+  private readonly logNow: () => number;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
     this.watches = deps.watches;
-    this.clock = deps.clock;
+    this.logNow = deps.logNow;
     this.nodes = deps.nodes;
     this.status = deps.status;
   }
@@ -93,8 +94,23 @@ export class ClientService {
         return;
       }
       case "watch":
-        this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0);
+        this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true);
         return;
+      case "leases": {
+        // Time left is measured on the leader's clock, after a ReadIndex like any linearizable read.
+        if (req.lease !== undefined && !(typeof req.lease === "number" && Number.isSafeInteger(req.lease) && req.lease > 0)) {
+          throw new Error(`lease must be a positive integer, got ${JSON.stringify(req.lease)}`);
+        }
+        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
+        if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
+          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
+        }
+        this.runtime.readIndex({
+          ready: () => this.serveLeases(conn, req.id, req.lease),
+          failed: (f) => this.fail(conn, req.id, f),
+        });
+        return;
+      }
       case "write": {
         if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
         if (this.runtime.pendingWriteCount >= MAX_PENDING_REQUESTS) {
@@ -105,7 +121,7 @@ export class ClientService {
         // can reach the log.
         const data = encodeLogCommand({
           cmd: this.stampLeaseCommand(req.cmd),
-          now: this.clock.wallNow(),
+          now: this.logNow(),
           ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
         });
         this.runtime.propose(data, {
@@ -122,7 +138,7 @@ export class ClientService {
   /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */
   private stampLeaseCommand(cmd: Command): Command {
     const op = (cmd as { op?: unknown } | null)?.op;
-    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.clock.wallNow() } as Command;
+    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.logNow() } as Command;
     if (op === "leaseExpire" || op === "leaseRefreshAll") throw new Error(`${op} is proposed by the leader itself, not by clients`);
     return cmd;
   }
@@ -142,8 +158,37 @@ export class ClientService {
     this.reply(conn, reqId, { code: f.code, message: f.message, ...(f.leaderHint ? { leader: this.leaderHint() } : {}) });
   }
 
+  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
-    this.replyOk(conn, reqId, this.runtime.kv.range(range));
+    let result;
+    try {
+      result = this.runtime.kv.range(range);
+    } catch (err) {
+      if (!isKvError(err)) throw err;
+      return this.reply(conn, reqId, { code: err.code, message: err.message });
+    }
+    this.replyOk(conn, reqId, result);
+  }
+
+  private serveLeases(conn: ClientConn, reqId: number, id: number | undefined): void {
+    const now = this.logNow();
+    const remaining = (expiresAt: number) => Math.max(0, Math.round(expiresAt - now));
+    if (id === undefined) {
+      const leases: LeaseStatus[] = this.runtime.kv
+        .leaseList()
+        .map((l) => ({ id: l.id, ttlMs: l.ttlMs, remainingMs: remaining(l.expiresAt), keyCount: l.keys }));
+      return this.replyOk(conn, reqId, { leases });
+    }
+    const lease = this.runtime.kv.leaseInfo(id);
+    if (!lease) return this.reply(conn, reqId, { code: "LEASE_NOT_FOUND", message: `lease ${id} does not exist (expired, revoked or never granted)` });
+    const status: LeaseStatus & { keys: Uint8Array[] } = {
+      id,
+      ttlMs: lease.ttlMs,
+      remainingMs: remaining(lease.expiresAt),
+      keyCount: lease.keys.length,
+      keys: lease.keys,
+    };
+    this.replyOk(conn, reqId, status);
   }
 
   private replyOk(conn: ClientConn, id: number, result: unknown): void {

@@ -2,7 +2,6 @@
 // snapshot files in the data directory, TCP peers and clients, and optional HTTP.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { DEFAULT_SESSION_TTL_MS } from "../kv/store";
 import { listenFrames, type FramedConn, type FrameListener } from "../net";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
@@ -30,8 +29,6 @@ export interface NodeOptions {
   listenHost?: string;
   /** false: one fsync per log entry instead of one per event-loop turn (only to measure group commit). */
   groupCommit?: boolean;
-  /** Client sessions (for exactly-once retries) idle longer than this are forgotten. Same on every node. */
-  sessionTtlMs?: number;
   /** Serve /health, /status and /metrics over HTTP on this port (0 or absent: no HTTP). */
   httpPort?: number;
 }
@@ -90,7 +87,6 @@ export class RaftKvNode {
       logLevel: "info",
       logFormat: "text",
       groupCommit: true,
-      sessionTtlMs: DEFAULT_SESSION_TTL_MS,
       ...opts,
     };
     if (this.opts.electionMs < 2 * this.opts.heartbeatMs) {
@@ -156,7 +152,6 @@ export class RaftKvNode {
         rng: Math.random,
         snapshotEntries: this.opts.snapshotEntries,
         groupCommit: this.opts.groupCommit,
-        sessionTtlMs: this.opts.sessionTtlMs,
       },
       {
         clock: realClock,
@@ -178,7 +173,7 @@ export class RaftKvNode {
     this.watches = new Watches(this.runtime.kv, this.id);
     this.runtime.onSnapshotInstalled.push(() => this.watches.endAfterSnapshot());
     this.leases = new LeaseKeeper(this.runtime, realClock, this.log);
-    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, clock: realClock, nodes: this.opts.nodes, status: () => this.status() });
+    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status() });
     this.log.info("recovered from disk", {
       snapshotIndex: state.snapshot?.index ?? 0,
       entries: state.entries.length,

@@ -72,7 +72,6 @@ export interface RuntimeOptions {
   snapshotEntries: number;
   /** false: one fsync per log entry instead of one per batch (only to measure group commit). */
   groupCommit: boolean;
-  sessionTtlMs: number;
   /** Core tuning, for the simulation. */
   core?: Pick<RaftConfig, "maxInflight" | "maxEntriesPerAppend" | "maxBytesPerAppend">;
 }
@@ -178,8 +177,7 @@ export class NodeRuntime {
     this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
     this.writtenTerm = this.durableTerm = state.hardState.term;
     this.writtenVote = this.durableVote = state.hardState.vote;
-    const kvOptions = { sessionTtlMs: opts.sessionTtlMs };
-    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data, kvOptions) : new KvStore(kvOptions);
+    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data) : new KvStore();
     this.core = new RaftCore(
       {
         id: opts.id,

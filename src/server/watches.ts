@@ -12,6 +12,18 @@ interface Watcher {
   matches: (key: Uint8Array) => boolean;
   /** First revision wanted: a lagging node may still apply older ones after the watch starts. */
   from: number;
+  /** Send each event's previous value (prevValue); without it, it is left out. */
+  prevKv: boolean;
+}
+
+/** The events as a watcher asked for them: without prevValue unless it asked for the previous values. */
+function shaped(events: readonly WatchEvent[], prevKv: boolean): readonly WatchEvent[] {
+  if (prevKv) return events;
+  return events.map((e) => {
+    if (e.prevValue === undefined) return e;
+    const { prevValue: _omitted, ...rest } = e;
+    return rest;
+  });
 }
 
 export class Watches {
@@ -24,7 +36,7 @@ export class Watches {
     kv.onEvents((events, revision) => this.publish(events, revision));
   }
 
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number): void {
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): void {
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
@@ -38,9 +50,9 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      if (!send(conn, { k: "ev", id, revision: rev, events: group })) return;
+      if (!send(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) })) return;
     }
-    this.watchers.add({ conn, id, matches, from: fromRevision });
+    this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
   }
 
   /** The connection closed: forget its watches. */
@@ -61,7 +73,7 @@ export class Watches {
       if (!mine.length) continue;
       let sent: boolean;
       try {
-        sent = send(w.conn, { k: "ev", id: w.id, revision, events: mine });
+        sent = send(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) });
       } catch (err) {
         // This watch's events cannot be sent (e.g. too large for a frame): end this watch only.
         this.end(w, "INTERNAL", `the watch's events could not be sent: ${(err as Error).message}`);

@@ -15,7 +15,7 @@ import { NodeRuntime, type Clock, type Transport } from "../../src/server/runtim
 import { Watches } from "../../src/server/watches";
 import type { Snapshot } from "../../src/raft/types";
 import { mulberry32 } from "../rng";
-import { MemStorage } from "./memstorage";
+import { SimStorage } from "./simstorage";
 
 export class SafetyViolation extends Error {}
 
@@ -81,7 +81,7 @@ class SimClock implements Clock {
 
 interface SimNode {
   id: NodeId;
-  storage: MemStorage;
+  storage: SimStorage;
   incarnation: number;
   rt: NodeRuntime | null; // null while down
   clock: SimClock | null;
@@ -94,6 +94,8 @@ interface SimNode {
   wasLeaderInTerm: number;
   /** Async syncs of the current incarnation: when each completes. */
   syncDue: number[];
+  /** The disk is full until then (0: not full). */
+  diskFullUntil: number;
 }
 
 type Delivery = { kind: "msg"; msg: Message } | { kind: "snap"; msg: Message; done: (ok: boolean) => void };
@@ -136,8 +138,6 @@ export interface SimOptions {
   snapshotEntries?: number;
   /** Largest delay of an async fsync, in steps. */
   maxSyncDelay?: number;
-  /** false: storage does not sync what it recovered (to show the simulation catches that). */
-  syncOnRecover?: boolean;
 }
 
 export interface SimStats {
@@ -213,7 +213,6 @@ export class Sim {
       readRate: 0.05,
       snapshotEntries: 0,
       maxSyncDelay: 3,
-      syncOnRecover: true,
       ...opt,
     };
     this.rng = mulberry32(opt.seed);
@@ -222,7 +221,7 @@ export class Sim {
       const drift = this.opt.drift;
       this.nodes.push({
         id,
-        storage: new MemStorage({ syncOnRecover: this.opt.syncOnRecover }),
+        storage: new SimStorage(mulberry32(Math.floor(this.rng() * 2 ** 32))),
         incarnation: 0,
         rt: null,
         clock: null,
@@ -233,6 +232,7 @@ export class Sim {
         hash: 0,
         wasLeaderInTerm: 0,
         syncDue: [],
+        diskFullUntil: 0,
       });
     }
     for (const n of this.nodes) this.start(n);
@@ -240,12 +240,21 @@ export class Sim {
 
   // ---- nodes ------------------------------------------------------------------------------
 
-  private start(node: SimNode): void {
+  /** Start a node from its disk; false if it refuses to start (its disk is full, say). */
+  private start(node: SimNode): boolean {
+    const quiet = new Logger(node.id, () => 0, "error", "text", () => {});
+    let opened: ReturnType<SimStorage["open"]>;
+    try {
+      opened = node.storage.open(() => {});
+    } catch (err) {
+      // A full disk or a failing fsync: the node refuses to start; it is tried again later.
+      if (/ENOSPC|EIO/.test((err as Error).message)) return false;
+      throw err;
+    }
+    const { storage, recovered } = opened;
     node.incarnation++;
     const incarnation = node.incarnation;
-    const recovered = node.storage.recover();
     const clock = new SimClock(node.rate);
-    const storage = node.storage.forRuntime();
     const transport: Transport = {
       send: (m) => this.send(node, incarnation, { kind: "msg", msg: m }),
       sendSnapshot: (to, term, snap: Snapshot) =>
@@ -254,7 +263,6 @@ export class Sim {
           if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
         }),
     };
-    const quiet = new Logger(node.id, () => 0, "error", "text", () => {});
     const rt = new NodeRuntime(
       {
         id: node.id,
@@ -265,7 +273,6 @@ export class Sim {
         rng: mulberry32(Math.floor(this.rng() * 2 ** 32)),
         snapshotEntries: this.opt.snapshotEntries || Number.MAX_SAFE_INTEGER,
         groupCommit: true,
-        sessionTtlMs: 60_000,
         core: { maxInflight: 8, maxEntriesPerAppend: 16 },
       },
       {
@@ -281,7 +288,7 @@ export class Sim {
     rt.onSnapshotInstalled.push(() => watches.endAfterSnapshot());
     const leases = new LeaseKeeper(rt, clock, quiet);
     clock.every(LEASE_CHECK_MS, () => leases.expire());
-    node.clients = new ClientService({ runtime: rt, watches, clock, nodes: this.addrs, status: () => ({}) as NodeStatus });
+    node.clients = new ClientService({ runtime: rt, watches, logNow: () => leases.now(), nodes: this.addrs, status: () => ({}) as NodeStatus });
     node.applied = recovered.snapshot?.index ?? 0;
     node.hash = node.applied === 0 ? 0 : this.committedHash.get(node.applied) ?? fail(`node ${node.id} recovered a snapshot at ${node.applied} no node applied`);
     node.syncDue = [];
@@ -296,24 +303,30 @@ export class Sim {
     node.rt = rt;
     node.clock = clock;
     rt.start();
+    return true;
   }
 
-  private crash(node: SimNode, powerLoss: boolean): void {
+  private crash(node: SimNode, powerLoss: boolean, midWrite = false): void {
     if (!node.rt) return;
     node.rt = null;
     node.clock = null;
     node.clients = null;
-    node.storage.crash(this.rng, !powerLoss);
+    node.storage.crash(powerLoss, midWrite);
     this.stats.crashes++;
     if (powerLoss) this.stats.powerLosses++;
   }
 
-  /** The runtime stopped itself. A broken core invariant is a bug; a storage failure is the right response. */
+  /**
+   * The runtime stopped itself. A broken core invariant is a bug; a storage failure is the right
+   * response. The machine is then rebooted (its page cache dropped) before the node restarts: after a
+   * failed fsync the page cache holds data the disk never got (with the RAFTKV_SIM_EIO_KILL9 soak the
+   * node restarts on that page cache instead, which the WAL's recovery does not handle yet).
+   */
   private failStopped(node: SimNode, incarnation: number, reason: string): void {
     if (node.incarnation !== incarnation || !node.rt) return;
     if (!/storage failure/.test(reason)) fail(`node ${node.id} stopped: ${reason}`);
     this.stats.failStops++;
-    this.crash(node, false);
+    this.crash(node, !process.env.RAFTKV_SIM_EIO_KILL9);
   }
 
   leader(): SimNode | undefined {
@@ -540,7 +553,7 @@ export class Sim {
     for (const n of this.nodes) {
       if (n.rt && r() < this.opt.crashRate) this.crash(n, r() < this.opt.powerLossShare);
       else if (n.rt && n.storage.queuedSyncs > 0 && r() < this.opt.crashDuringSyncRate) this.crash(n, true);
-      else if (n.rt && n.storage.queuedSyncs > 0 && n.storage.truncationUnsynced && r() < this.opt.truncationCrashRate) this.crash(n, true);
+      else if (n.rt && n.storage.queuedSyncs > 0 && n.storage.truncationUnsynced && r() < this.opt.truncationCrashRate) this.crash(n, true, true);
       else if (!n.rt && r() < this.opt.restartRate) this.start(n);
       else if (n.rt && !this.paused(n) && r() < this.opt.pauseRate) {
         // A stop-the-world pause (GC, swapping, SIGSTOP): up to four election timeouts.
@@ -548,10 +561,18 @@ export class Sim {
         this.stats.pauses++;
       }
     }
-    if (this.opt.fsyncFailRate && r() < this.opt.fsyncFailRate) this.nodes[Math.floor(r() * this.nodes.length)]!.storage.failNextSync();
+    if (this.opt.fsyncFailRate && r() < this.opt.fsyncFailRate) this.nodes[Math.floor(r() * this.nodes.length)]!.storage.disk.failNextFsync();
     if (this.opt.diskFullRate && r() < this.opt.diskFullRate) {
+      // The disk fills up: the node stops at its next write and cannot start until space is freed.
       const n = this.nodes[Math.floor(r() * this.nodes.length)]!;
-      n.storage.spaceLimitEntries = 0;
+      n.storage.disk.setSpaceLimit(0);
+      n.diskFullUntil = this.now + 500;
+    }
+    for (const n of this.nodes) {
+      if (n.diskFullUntil && n.diskFullUntil <= this.now) {
+        n.storage.disk.setSpaceLimit(null);
+        n.diskFullUntil = 0;
+      }
     }
   }
 
@@ -561,7 +582,7 @@ export class Sim {
     while (n.syncDue.length < s.queuedSyncs) n.syncDue.push(this.now + 1 + Math.floor(this.rng() * this.opt.maxSyncDelay));
     while (n.syncDue.length && n.syncDue[0]! <= this.now) {
       n.syncDue.shift();
-      s.completeOneSync();
+      s.disk.completeSyncs(1);
     }
   }
 
@@ -604,7 +625,7 @@ export class Sim {
     for (const n of this.nodes) if (n.clock && !this.paused(n)) n.clock.advance();
     this.runDeferred();
     // Let promise continuations (sync completions, snapshot writes and transfers) run, then their work.
-    await new Promise<void>((r) => setImmediate(r));
+    for (let i = 0; i < 16; i++) await null;
     this.runDeferred();
     this.checkInvariants();
     if (this.now % 25 === 0) this.checkLogMatching();
@@ -620,8 +641,8 @@ export class Sim {
     this.cut.clear();
     for (const n of this.nodes) {
       n.pausedUntil = 0;
-      n.storage.spaceLimitEntries = null;
-      if (!n.rt) this.start(n);
+      n.diskFullUntil = 0;
+      n.storage.disk.setSpaceLimit(null);
     }
     this.opt.lossRate = 0;
     this.opt.dupRate = 0;

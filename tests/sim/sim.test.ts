@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { Sim, type SimOptions } from "./cluster";
 
 // RAFTKV_SIM_SEEDS / RAFTKV_SIM_STEPS scale the run up for soaks; the defaults keep the suite fast.
-const SEEDS = Number(process.env.RAFTKV_SIM_SEEDS ?? 10);
+const SEEDS = Number(process.env.RAFTKV_SIM_SEEDS ?? 8);
 const STEPS = Number(process.env.RAFTKV_SIM_STEPS ?? 3000);
 const BASE_SEED = Number(process.env.RAFTKV_SIM_SEED ?? 1);
 
