@@ -31,6 +31,7 @@ export type ClientOp =
   | { op: "write"; cmd: Command; clientId?: string; seq?: number }
   | { op: "range"; range: RangeRequest; serializable?: boolean }
   | { op: "status" }
+  | { op: "stats" } // what the dashboard shows of a node (server/metrics.ts NodeStats)
   // Leases as the leader sees them: every lease ({ leases: LeaseStatus[] }), or one with its keys.
   | { op: "leases"; lease?: number }
   // prevKv: events carry the value the key had before the change (prevValue).

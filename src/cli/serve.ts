@@ -4,6 +4,7 @@ import type { CAC } from "cac";
 import { loadNodesConf } from "../config";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
+import { formatLimitsHelp } from "../server/limits";
 import { positiveInt, run, UsageError } from "./common";
 
 export function registerServe(cli: CAC): void {
@@ -16,9 +17,10 @@ export function registerServe(cli: CAC): void {
     .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
     .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
     .option("--log-format <format>", "text or json", { default: "text" })
-    .option("--http-port <port>", "Also serve GET /health, /status and /metrics (Prometheus) over HTTP on this port")
+    .option("--http-port <port>", "Also serve the dashboard (/) and GET /health, /status and /metrics (Prometheus) over HTTP on this port")
     .option("--session-ttl <ttl>", "Removed: the session TTL is one cluster-wide setting, changed through the log (raftkv session-ttl)")
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
+    .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
     .example("raftkv serve 0 nodes.conf")
     .action((idText: string, configPath: string | undefined, flags) =>
       run(async () => {

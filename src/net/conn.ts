@@ -57,6 +57,9 @@ export class FramedConn {
   private sendQueueBytes = 0;
   private isClosed = false;
   private reasonClosed: string | undefined;
+  /** Bytes of the frames accepted by send() and of the chunks received, for metrics. */
+  bytesSent = 0;
+  bytesReceived = 0;
 
   constructor(
     private readonly socket: FrameSocket,
@@ -97,6 +100,7 @@ export class FramedConn {
     if (this.sendQueueBytes > 0) {
       if (this.sendQueueBytes + frame.length > this.maxQueuedBytes) return false;
       this.enqueue(frame);
+      this.bytesSent += frame.length;
       return true;
     }
     const written = this.socket.write(frame);
@@ -104,6 +108,7 @@ export class FramedConn {
       this.shutDown("socket closed", false);
       return false;
     }
+    this.bytesSent += frame.length;
     if (written < frame.length) this.enqueue(written === 0 ? frame : frame.subarray(written));
     return true;
   }
@@ -116,6 +121,7 @@ export class FramedConn {
   /** @internal Socket data handler: raw chunk from the peer. */
   receive(chunk: Uint8Array): void {
     if (this.isClosed) return;
+    this.bytesReceived += chunk.length;
     let values: unknown[];
     try {
       values = this.decoder.push(chunk);

@@ -5,12 +5,13 @@ import { formatAddr, type NodeAddr } from "../config";
 import { listenFrames, type FramedConn, type FrameListener } from "../net";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
-import type { NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
+import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
 import { ClientService } from "./clients";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
 import { Logger, type LogFormat, type LogLevel } from "./log";
+import { NodeMetrics } from "./metrics";
 import { NodeRuntime, type Clock } from "./runtime";
 import { TcpTransport } from "./transport";
 import { Watches } from "./watches";
@@ -36,7 +37,7 @@ export interface NodeOptions {
 export const DEFAULT_HEARTBEAT_MS = 50;
 export const DEFAULT_ELECTION_MS = 300;
 export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
-export { MAX_PENDING_REQUESTS } from "./clients";
+export { MAX_PENDING_REQUESTS } from "./limits";
 /** A node idle (nothing applied) this long runs one full garbage collection. */
 const IDLE_GC_AFTER_MS = 2000;
 /** Granularity of the Raft clock. */
@@ -70,6 +71,18 @@ export class RaftKvNode {
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
   private readonly startedAt = Date.now();
+  private readonly metrics = new NodeMetrics(() => {
+    const kv = this.runtime.kv.stats();
+    return {
+      status: this.status(),
+      pendingProposals: this.runtime.pendingWriteCount,
+      openConnections: this.listener?.connections.size ?? 0,
+      watchers: this.watches.count,
+      leases: kv.leases,
+      storedBytes: kv.approxBytes,
+      peerBytesSent: this.transport.bytesSent(),
+    };
+  });
 
   private appliedAtLastCheck = 0;
   private idleSince = Date.now();
@@ -107,10 +120,14 @@ export class RaftKvNode {
         port: this.self.port,
         onFrame: (conn, value) => this.onFrame(conn, value),
         onError: (conn, err) => this.log.warn("closed a connection that sent bad data", { remote: conn.remoteAddress, reason: err.message }),
-        onClose: (conn) => this.watches.dropConn(conn),
+        onClose: (conn) => {
+          this.watches.dropConn(conn);
+          this.clients.dropConn(conn);
+          this.transport.connectionClosed(conn);
+        },
       });
       if (this.opts.httpPort) {
-        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, () => this.status());
+        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
       }
     } catch (err) {
       this.listener?.stop();
@@ -122,6 +139,7 @@ export class RaftKvNode {
     this.runtime.start();
     this.leaseTimer = setInterval(() => {
       this.leases.expire();
+      this.transport.expireSnapshotTransfers();
       this.collectGarbageWhenIdle();
     }, LEASE_CHECK_MS);
     this.log.info("serving", {
@@ -168,12 +186,13 @@ export class RaftKvNode {
           this.log.error("stopping the node", { reason });
           process.exit(2);
         },
+        metrics: this.metrics,
       },
     );
     this.watches = new Watches(this.runtime.kv, this.id);
     this.runtime.onSnapshotInstalled.push(() => this.watches.endAfterSnapshot());
     this.leases = new LeaseKeeper(this.runtime, realClock, this.log);
-    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status() });
+    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
     this.log.info("recovered from disk", {
       snapshotIndex: state.snapshot?.index ?? 0,
       entries: state.entries.length,
@@ -189,6 +208,7 @@ export class RaftKvNode {
     this.transport.close();
     this.listener?.stop();
     this.http?.stop();
+    this.metrics.stop();
     this.runtime.stop({ code: "SHUTTING_DOWN", message: `node ${this.id} is shutting down` });
     try {
       this.wal.close();
@@ -219,11 +239,12 @@ export class RaftKvNode {
         return;
       }
       case "snapChunk": {
-        const m = this.transport.onSnapChunk(value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
+        const m = this.transport.onSnapChunk(conn, value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
         if (m) this.runtime.step(m);
         return;
       }
       case "hello":
+        if (typeof (value as HelloFrame).from === "number") this.metrics.peerConnected(conn, (value as HelloFrame).from);
         return;
       case "req":
         this.clients.onRequest(conn, value as RequestFrame);

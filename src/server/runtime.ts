@@ -9,6 +9,7 @@ import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready
 import type { RecoveredState } from "../storage";
 import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
+import type { NodeMetrics } from "./metrics";
 
 /** Time as the runtime sees it. Production: performance.now / Date.now / setImmediate / setInterval. */
 export interface Clock {
@@ -85,6 +86,8 @@ export interface RuntimeDeps {
   log: Logger;
   /** Stop the node at once (production: exit the process); the runtime does nothing more after it. */
   failStop(reason: string): void;
+  /** Told of messages, fsyncs, applies, snapshots and leaders (production: /metrics). */
+  metrics?: NodeMetrics;
 }
 
 /** Why a request could not complete; `leaderHint` asks the caller to add where the leader is. */
@@ -128,6 +131,7 @@ export class NodeRuntime {
   private readonly storage: RuntimeStorage;
   private readonly log: Logger;
   private readonly failStop: (reason: string) => void;
+  private readonly metrics: NodeMetrics | undefined;
   private readonly opts: RuntimeOptions;
 
   private readyScheduled = false;
@@ -173,6 +177,7 @@ export class NodeRuntime {
     this.storage = deps.storage;
     this.log = deps.log;
     this.failStop = deps.failStop;
+    this.metrics = deps.metrics;
     const state = deps.recovered;
     this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
     this.writtenTerm = this.durableTerm = state.hardState.term;
@@ -235,6 +240,7 @@ export class NodeRuntime {
 
   /** A Raft message from a peer (a snapshot arrives whole, with its data). */
   step(m: Message): void {
+    this.metrics?.messageReceived(m);
     this.guardCore(() => this.core.step(m));
     this.scheduleReady();
   }
@@ -329,7 +335,9 @@ export class NodeRuntime {
       throw err;
     }
     const held = sendNow ? [] : rd.messages;
+    const applyStart = this.clock.now();
     this.apply(rd);
+    this.metrics?.applied(rd.committed.length, this.clock.now() - applyStart);
     this.core.reportApplied(rd);
     if (needsSync || this.unsynced.length) {
       this.unsynced.push({ rd, held, needsSync });
@@ -354,7 +362,7 @@ export class NodeRuntime {
     if (!this.opts.groupCommit) {
       for (const e of rd.entries) {
         wal.append([e]);
-        wal.sync();
+        this.syncWal();
       }
     } else if (rd.entries.length) wal.append(rd.entries);
     if (rd.hardState) {
@@ -368,8 +376,14 @@ export class NodeRuntime {
     const needsSync = rd.entries.length > 0 || rd.snapshot !== null || termOrVoteChanges;
     if (!needsSync) return false;
     if (wal.syncAsync && this.opts.groupCommit) return true;
-    wal.sync();
+    this.syncWal();
     return false;
+  }
+
+  private syncWal(): void {
+    const t0 = this.clock.now();
+    this.storage.wal.sync();
+    this.metrics?.walSynced(this.clock.now() - t0);
   }
 
   /** Start an fdatasync of everything written so far, if a written Ready needs one and none is in flight. */
@@ -377,9 +391,11 @@ export class NodeRuntime {
     if (this.syncing || this.stopped || !this.unsynced.some((u) => u.needsSync)) return;
     const covered = this.unsynced.length;
     this.syncing = true;
+    const t0 = this.clock.now();
     this.storage.wal.syncAsync!().then(
       () => {
         this.syncing = false;
+        this.metrics?.walSynced(this.clock.now() - t0);
         if (this.stopped) return;
         for (const u of this.unsynced.splice(0, covered)) this.durable(u.rd, u.held);
         // Readies after those that need no sync of their own are durable now too.
@@ -477,6 +493,7 @@ export class NodeRuntime {
     const role = this.core.role;
     const leader = this.core.leader;
     if (role === this.lastRole && leader === this.lastLeader) return;
+    if (leader !== this.lastLeader) this.metrics?.leaderSeen(this.core.term, leader);
     const wasLeader = this.lastRole === "leader";
     if (role === "leader" && !wasLeader) this.log.info("became leader");
     else if (leader !== this.lastLeader && leader !== NONE && role !== "leader") this.log.info("following leader", { leader });
@@ -541,6 +558,7 @@ export class NodeRuntime {
         const deleted = this.storage.wal.compact(previous?.index ?? 0);
         const keep = Math.min(CATCH_UP_ENTRIES, this.opts.snapshotEntries);
         this.core.compact(Math.max(this.core.status().snapshotIndex, applied - keep));
+        this.metrics?.snapshotWritten(snap.data.length, this.clock.now() - t0);
         this.log.info("snapshot written", { index: applied, bytes: snap.data.length, encodeMs: Math.round(encodeMs), segmentsDeleted: deleted });
       })
       .catch((err: Error) => this.log.error("snapshot failed", { reason: err.message }))
@@ -578,6 +596,7 @@ export class NodeRuntime {
       void this.sendSnapshot(m.to, m.term);
       return;
     }
+    this.metrics?.messageSent(m);
     this.transport.send(m);
   }
 }

@@ -4,7 +4,9 @@
 import type { KvStore } from "../kv/store";
 import { keyMatcher } from "../kv/store";
 import type { KeySelector, WatchEvent } from "../kv/types";
+import { FrameTooLargeError } from "../net";
 import type { ClientConn } from "./clients";
+import { MAX_WATCHES_PER_CONNECTION, MAX_WATCHES_TOTAL } from "./limits";
 
 interface Watcher {
   conn: ClientConn;
@@ -28,6 +30,13 @@ function shaped(events: readonly WatchEvent[], prevKv: boolean): readonly WatchE
 
 export class Watches {
   private readonly watchers = new Set<Watcher>();
+  /** Open watches per connection (absent: none). */
+  private readonly perConn = new Map<ClientConn, number>();
+
+  /** Watches being served. */
+  get count(): number {
+    return this.watchers.size;
+  }
 
   constructor(
     private readonly kv: KvStore,
@@ -36,12 +45,25 @@ export class Watches {
     kv.onEvents((events, revision) => this.publish(events, revision));
   }
 
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): void {
+  /** Starts a watch; returns "ok", or the error code the watch was refused or ended with at once. */
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): "ok" | "TOO_MANY_WATCHES" | "COMPACTED" | "EVENTS_TOO_LARGE" {
+    const mine = this.perConn.get(conn) ?? 0;
+    const refusal =
+      mine >= MAX_WATCHES_PER_CONNECTION
+        ? `${MAX_WATCHES_PER_CONNECTION} watches on this connection`
+        : this.watchers.size >= MAX_WATCHES_TOTAL
+          ? `${MAX_WATCHES_TOTAL} watches in total`
+          : null;
+    if (refusal) {
+      const message = `node ${this.nodeId} already holds ${refusal}, its limit; close watches you no longer need, or watch a prefix instead of many keys`;
+      send(conn, { k: "res", id, ok: false, code: "TOO_MANY_WATCHES", message });
+      return "TOO_MANY_WATCHES";
+    }
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
       send(conn, { k: "ev", id, error: { code: "COMPACTED", message: `revision ${fromRevision} is compacted on node ${this.nodeId} (oldest kept: ${this.kv.compactRevision})` } });
-      return;
+      return "COMPACTED";
     }
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result: { watching: true, revision: this.kv.revision } });
     // Replay history one revision per frame, then go live: nothing can be applied in between.
@@ -50,19 +72,27 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      if (!send(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) })) return;
+      const sent = trySend(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) });
+      if (sent === false) return "ok";
+      if (sent !== true) {
+        send(conn, { k: "ev", id, error: sent });
+        return sent.code;
+      }
     }
     this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
+    this.perConn.set(conn, mine + 1);
+    return "ok";
   }
 
   /** The connection closed: forget its watches. */
   dropConn(conn: ClientConn): void {
+    if (!this.perConn.delete(conn)) return;
     for (const w of this.watchers) if (w.conn === conn) this.watchers.delete(w);
   }
 
   /** The changes a snapshot skipped over are not in this node's history: watchers resume elsewhere. */
   endAfterSnapshot(): void {
-    for (const w of this.watchers) this.end(w, "COMPACTED", "this node installed a snapshot; resume the watch on another node");
+    for (const w of this.watchers) this.end(w, { code: "COMPACTED", message: "this node installed a snapshot; resume the watch on another node" });
   }
 
   private publish(events: readonly WatchEvent[], revision: number): void {
@@ -71,28 +101,32 @@ export class Watches {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
       if (!mine.length) continue;
-      let sent: boolean;
-      try {
-        sent = send(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) });
-      } catch (err) {
-        // This watch's events cannot be sent (e.g. too large for a frame): end this watch only.
-        this.end(w, "INTERNAL", `the watch's events could not be sent: ${(err as Error).message}`);
-        continue;
-      }
-      if (!sent) this.end(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
+      const sent = trySend(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) });
+      if (sent !== true) this.end(w, sent || { code: "WATCHER_TOO_SLOW", message: "the watcher fell too far behind; resume from its last revision" });
     }
   }
 
-  private end(w: Watcher, code: string, message: string): void {
-    this.watchers.delete(w);
-    try {
-      send(w.conn, { k: "ev", id: w.id, error: { code, message } });
-    } finally {
-      w.conn.close();
-    }
+  private end(w: Watcher, error: { code: string; message: string }): void {
+    this.dropConn(w.conn); // the connection is closed below: its other watches go with it
+    send(w.conn, { k: "ev", id: w.id, error });
+    w.conn.close();
   }
 }
 
 function send(conn: ClientConn, frame: unknown): boolean {
   return !conn.closed && conn.send(frame);
+}
+
+/**
+ * Sends one event frame: true when sent; false when the connection is closed or its queue full; the
+ * error to end the watch with when the events of one revision do not fit in a frame (this runs inside
+ * the state machine's apply: it must not throw).
+ */
+function trySend(conn: ClientConn, frame: unknown): boolean | { code: "EVENTS_TOO_LARGE"; message: string } {
+  try {
+    return send(conn, frame);
+  } catch (err) {
+    const message = err instanceof FrameTooLargeError ? `the events of one revision are ${err.payloadBytes} bytes, over the ${err.maxFrameBytes}-byte frame limit` : `cannot send the events: ${(err as Error).message}`;
+    return { code: "EVENTS_TOO_LARGE", message };
+  }
 }

@@ -80,8 +80,9 @@ export function simFiles(disk: SimDisk): Map<string, Uint8Array> {
 }
 
 /**
- * A Disk that behaves like `disk` until killAtNextSync() is called; then, at the next fdatasync, the
- * process "is killed" (kill -9: the page cache survives) before the sync does anything, and the call throws.
+ * A Disk that behaves like `disk` until killAtNextSync() is called; then, at the next fdatasync or fsync
+ * of a directory, the process "is killed" (kill -9: the page cache survives) before the sync does
+ * anything, and the call throws.
  */
 export function killableDisk(disk: SimDisk): { disk: Disk; killAtNextSync: () => void } {
   let armed = false;
@@ -92,8 +93,8 @@ export function killableDisk(disk: SimDisk): { disk: Disk; killAtNextSync: () =>
   };
   const wrapped = new Proxy(disk, {
     get(target, prop, receiver) {
-      if (armed && prop === "fdatasync") return kill;
-      if (armed && prop === "fdatasyncAsync") return async () => kill();
+      if (armed && (prop === "fdatasync" || prop === "fsyncDir")) return kill;
+      if (armed && (prop === "fdatasyncAsync" || prop === "fsyncDirAsync")) return async () => kill();
       const value = Reflect.get(target, prop, receiver);
       return typeof value === "function" ? value.bind(target) : value;
     },

@@ -458,3 +458,55 @@ describe("wal segments and compaction", () => {
     third.close();
   });
 });
+
+describe("wal format version 1", () => {
+  /** One record as version 1 wrote it (the header is the same in version 2). */
+  function v1Record(type: number, payload: Uint8Array): Buffer {
+    const header = Buffer.alloc(12);
+    header.writeUInt32LE(payload.length, 0);
+    header.writeUInt32LE(Bun.hash.crc32(payload) >>> 0, 4);
+    header[8] = type;
+    header.writeUInt16LE(Bun.hash.crc32(header.subarray(0, 10)) & 0xffff, 10);
+    return Buffer.concat([header, payload]);
+  }
+  function v1Entry(index: number, term: number, text: string): Buffer {
+    const fixed = Buffer.alloc(16);
+    fixed.writeBigUInt64LE(BigInt(index), 0);
+    fixed.writeBigUInt64LE(BigInt(term), 8);
+    return v1Record(1, Buffer.concat([fixed, Buffer.from(text)]));
+  }
+  function v1HardState(term: number, vote: number, commit: number): Buffer {
+    const payload = Buffer.alloc(24);
+    payload.writeBigUInt64LE(BigInt(term), 0);
+    payload.writeBigInt64LE(BigInt(vote), 8);
+    payload.writeBigUInt64LE(BigInt(commit), 16);
+    return v1Record(2, payload);
+  }
+
+  test("a version 1 segment is read, its torn tail truncated by version 1's rule, and new batches go to a new segment", () => {
+    const dir = makeTempDir();
+    const first = path.join(dir, walSegmentName(1));
+    const complete = Buffer.concat([v1HardState(3, 1, 2), v1Entry(1, 3, "cmd-1-3"), v1Entry(2, 3, "cmd-2-3")]);
+    fs.writeFileSync(first, Buffer.concat([complete, v1Entry(3, 3, "cmd-3-3").subarray(0, 20)]));
+    const { lines, log } = collectingLog();
+    const { wal, state } = Wal.open(dir, { log });
+    expect(state.hardState).toEqual({ term: 3, vote: 1, commit: 2 });
+    expect(plain(state.entries)).toEqual(plain([entry(1, 3), entry(2, 3)]));
+    expect(lines.filter((line) => line.level === "warn").length).toBe(1);
+    expect(fs.statSync(first).size).toBe(complete.length);
+    wal.append([entry(3, 4)]);
+    wal.setHardState({ term: 4, vote: 2, commit: 3 });
+    wal.close();
+    expect(wal.segmentPaths()).toEqual([first, path.join(dir, walSegmentName(2))]);
+    expect(fs.statSync(first).size).toBe(complete.length); // version 1 data is never appended to
+
+    const { wal: reopened, state: again } = openQuiet(dir);
+    expect(again.hardState).toEqual({ term: 4, vote: 2, commit: 3 });
+    expect(plain(again.entries)).toEqual(plain([entry(1, 3), entry(2, 3), entry(3, 4)]));
+    reopened.close();
+
+    // Version 1 data is now in a segment that is not the last: any damage in it is corruption.
+    flipBit(first, complete.length - 1, 0);
+    expectCorrupt(dir, first, null, "crc mismatch");
+  });
+});
