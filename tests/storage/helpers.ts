@@ -101,3 +101,43 @@ export function killableDisk(disk: SimDisk): { disk: Disk; killAtNextSync: () =>
   });
   return { disk: wrapped, killAtNextSync: () => (armed = true) };
 }
+
+const MUTATING_OPS = new Set([
+  "write",
+  "writeAsync",
+  "truncate",
+  "fdatasync",
+  "fdatasyncAsync",
+  "fsyncDir",
+  "fsyncDirAsync",
+  "rename",
+  "unlink",
+  "open",
+]);
+
+/**
+ * A Disk over `disk` whose `crashAt`-th mutating operation (counted from 0; opens count too) does not
+ * happen: the power fails just before it (random fates for everything unsynced) and the call throws.
+ * `ops()` tells how many mutating operations ran, to find the range of crash points.
+ */
+export function powerLossAt(disk: SimDisk, crashAt: number): { disk: Disk; ops: () => number; crashed: () => boolean } {
+  let count = 0;
+  let crashed = false;
+  const wrapped = new Proxy(disk, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (typeof value !== "function") return value;
+      if (typeof prop !== "string" || !MUTATING_OPS.has(prop)) return value.bind(target);
+      return (...args: unknown[]) => {
+        if (crashed) throw new Error("the power is off");
+        if (count++ === crashAt) {
+          crashed = true;
+          target.crash({ keepPageCache: false });
+          throw new Error("power loss");
+        }
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { disk: wrapped, ops: () => count, crashed: () => crashed };
+}

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Wal, WalCorruptError, walSegmentName, writeSnapshot } from "../../src/storage";
+import { Wal, WAL_SYNC_MARK_RECORD_BYTES as MARK, WalCorruptError, walSegmentName, writeSnapshot } from "../../src/storage";
 import {
   collectingLog,
   copyDir,
@@ -178,15 +178,15 @@ describe("wal torn tail", () => {
     const original = makeTempDir();
     const sizes = writeOneSyncEach(original, count);
     const file = walSegmentName(1);
-    const lastRecordStart = sizes[count - 1]!; // the last batch: a sync mark (28 bytes), then entry 5
+    const lastRecordStart = sizes[count - 1]!; // the last batch: a sync mark, then entry 5
     const lastRecordLength = sizes[count]! - lastRecordStart;
-    expect(lastRecordLength).toBeGreaterThan(28 + 12);
+    expect(lastRecordLength).toBeGreaterThan(MARK + 12);
 
     for (let k = 1; k < lastRecordLength; k++) {
       const dir = copyDir(original);
       const segmentPath = path.join(dir, file);
       fs.truncateSync(segmentPath, sizes[count]! - k); // also drops the sync mark close() wrote
-      const cutRecordStart = sizes[count]! - k < lastRecordStart + 28 ? lastRecordStart : lastRecordStart + 28;
+      const cutRecordStart = sizes[count]! - k < lastRecordStart + MARK ? lastRecordStart : lastRecordStart + MARK;
 
       const { lines, log } = collectingLog();
       const { wal, state } = Wal.open(dir, { log });
@@ -225,7 +225,7 @@ describe("wal torn tail", () => {
     const { lines, log } = collectingLog();
     const { wal, state } = Wal.open(dir, { log });
     expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3]);
-    expect(lines.some((line) => line.level === "warn" && line.msg.includes(`offset ${sizes[3]! + 28}: crc mismatch`))).toBe(true);
+    expect(lines.some((line) => line.level === "warn" && line.msg.includes(`offset ${sizes[3]! + MARK}: crc mismatch`))).toBe(true);
     wal.close();
   });
 
@@ -273,13 +273,13 @@ describe("wal corruption", () => {
   test("a flipped bit anywhere in a record in the middle of the log is reported with file and offset", () => {
     const original = makeTempDir();
     const sizes = writeOneSyncEach(original, 6);
-    const middleStart = sizes[3]!; // batch of entry 4: a sync mark (28 bytes), then the entry
+    const middleStart = sizes[3]!; // batch of entry 4: a sync mark, then the entry
     const middleEnd = sizes[4]!;
     for (let offset = middleStart; offset < middleEnd; offset++) {
       const dir = copyDir(original);
       const segmentPath = path.join(dir, walSegmentName(1));
       flipBit(segmentPath, offset, offset % 8);
-      expectCorrupt(dir, segmentPath, offset < middleStart + 28 ? middleStart : middleStart + 28);
+      expectCorrupt(dir, segmentPath, offset < middleStart + MARK ? middleStart : middleStart + MARK);
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
