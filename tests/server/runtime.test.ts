@@ -13,7 +13,6 @@ class ManualClock implements Clock {
   deferred: (() => void)[] = [];
   timers: { ms: number; next: number; fn: () => void }[] = [];
   now = () => this.t;
-  wallNow = () => 1_700_000_000_000 + this.t;
   defer(fn: () => void) {
     this.deferred.push(fn);
   }

@@ -41,7 +41,6 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 /** Milliseconds per simulation step. */
 const STEP_MS = 1;
 const TICK_MS = 10;
-const WALL_EPOCH = 1_700_000_000_000;
 
 /** One node's view of time: it runs at its own rate (drift) and stands still while paused. */
 class SimClock implements Clock {
@@ -53,9 +52,6 @@ class SimClock implements Clock {
 
   now(): number {
     return this.local;
-  }
-  wallNow(): number {
-    return WALL_EPOCH + Math.floor(this.local);
   }
   defer(fn: () => void): void {
     this.deferred.push(fn);
