@@ -91,6 +91,16 @@ function unreachable(failures: Map<string, Unusable>): RaftKvError {
   return new RaftKvError("UNREACHABLE", `cannot connect to any endpoint: ${all.map((f) => f.message).join("; ")}`);
 }
 
+/** How often a paged range is read again from its start when a later page lost the first one's revision. */
+const MAX_RANGE_RESTARTS = 3;
+
+/** A later page of a range could not be read at the first page's revision. */
+class PageRevisionLost extends Error {
+  constructor(override readonly cause: RaftKvError) {
+    super(cause.message);
+  }
+}
+
 const te = new TextEncoder();
 const td = new TextDecoder();
 export const toBytes = (b: Bytes): Uint8Array => (typeof b === "string" ? te.encode(b) : b);
@@ -142,7 +152,19 @@ export class RaftKvClient {
    * end of the range, and returns them as one result.
    */
   async range(range: RangeRequest, opts: { serializable?: boolean } = {}): Promise<RangeResult> {
-    const serializable = opts.serializable ?? false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.rangePages(range, opts.serializable ?? false);
+      } catch (err) {
+        // A later page answered by another node (after a leader change, or a lagging one for a
+        // serializable read) may lack the first page's revision: read again from the start.
+        const retry = err instanceof PageRevisionLost && attempt < MAX_RANGE_RESTARTS;
+        if (!retry) throw err instanceof PageRevisionLost ? err.cause : err;
+      }
+    }
+  }
+
+  private async rangePages(range: RangeRequest, serializable: boolean): Promise<RangeResult> {
     const first = (await this.call({ op: "range", range, serializable })) as RangeResult;
     if (!first.more || first.nextKey === undefined) return first;
     const limit = range.limit ?? 0;
@@ -158,7 +180,12 @@ export class RaftKvClient {
       if (end !== undefined) next.rangeEnd = end;
       if (limit !== 0) next.limit = limit - kvs.length;
       if (range.keysOnly) next.keysOnly = true;
-      page = (await this.call({ op: "range", range: next, serializable })) as RangeResult;
+      try {
+        page = (await this.call({ op: "range", range: next, serializable })) as RangeResult;
+      } catch (err) {
+        if (err instanceof RaftKvError && (err.code === "COMPACTED" || err.code === "FUTURE_REVISION")) throw new PageRevisionLost(err);
+        throw err;
+      }
       kvs.push(...page.kvs);
     }
     return { op: "range", revision: first.revision, kvs, count: first.count, more: page.more };
