@@ -14,6 +14,7 @@ import { registerBench } from "./cli/bench";
 import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerAdmin } from "./cli/admin";
+import { registerSnapshot } from "./cli/snapshot";
 
 const cli = cac("raftkv");
 
@@ -26,6 +27,7 @@ registerBench(cli);
 registerStatus(cli);
 registerCluster(cli);
 registerAdmin(cli);
+registerSnapshot(cli);
 
 cli.help();
 cli.version(VERSION);
