@@ -130,11 +130,11 @@ const abusers: Abuser[] = [
       const data = new Uint8Array(15 * MiB);
       const chunk = (from: number, offset: number) =>
         encodeFrame({ k: "snapChunk", from, term: 0, index: 1_000_000, snapTerm: 1, offset, total: 1024 * MiB, data });
+      // Waits until the socket took the frame, or is gone (the node may close it).
       const send = async (s: Socket, frame: Uint8Array) => {
-        if (!s.write(frame)) await new Promise((r) => s.once("drain", r));
+        if (!s.write(frame)) await new Promise((r) => (s.once("drain", r), s.once("close", r)));
       };
-      const s = await rawSocket(ports[leader]!);
-      for (let i = 0; i < 12; i++) await send(s, chunk(100 + i, 0));
+      await Promise.all(Array.from({ length: 12 }, async (_, i) => send(await rawSocket(ports[leader]!), chunk(100 + i, 0))));
       const peer = [0, 1, 2].find((i) => i !== leader)!;
       const p = await rawSocket(ports[leader]!);
       await send(p, encodeFrame({ k: "hello", from: peer }));

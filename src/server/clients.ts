@@ -2,7 +2,7 @@
 // (a committed write, a confirmed read), and reply on the connection it came from.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { encodeLogCommand, parseRangeRequest } from "../kv/codec";
+import { MAX_RESULT_BYTES, RESULT_KEY_OVERHEAD_BYTES, encodeLogCommand, parseRangeRequest } from "../kv/codec";
 import { isKvError } from "../kv/errors";
 import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import { FrameTooLargeError, type FramedConn } from "../net";
@@ -19,6 +19,9 @@ interface ConnState {
   refused: number;
   refusedSince: number;
 }
+
+/** Most leases in one `lease list` reply (about 40 bytes each); the reply says `more` past it. */
+export const MAX_LEASES_LISTED = 10_000;
 
 /** What the client side needs of a connection (FramedConn in production). */
 export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
@@ -320,19 +323,28 @@ export class ClientService {
     const now = this.logNow();
     const remaining = (expiresAt: number) => Math.max(0, Math.round(expiresAt - now));
     if (id === undefined) {
-      const leases: LeaseStatus[] = this.runtime.kv
-        .leaseList()
+      const all = this.runtime.kv.leaseList();
+      const leases: LeaseStatus[] = all
+        .slice(0, MAX_LEASES_LISTED)
         .map((l) => ({ id: l.id, ttlMs: l.ttlMs, remainingMs: remaining(l.expiresAt), keyCount: l.keys }));
-      return this.replyOk(conn, reqId, { leases });
+      return this.replyOk(conn, reqId, { leases, more: all.length > leases.length });
     }
     const lease = this.runtime.kv.leaseInfo(id);
     if (!lease) return this.reply(conn, reqId, { code: "LEASE_NOT_FOUND", message: `lease ${id} does not exist (expired, revoked or never granted)` });
+    // The keys listed stop at MAX_RESULT_BYTES (keyCount still counts them all), so the reply fits a frame.
+    const keys: Uint8Array[] = [];
+    let bytes = 0;
+    for (const key of lease.keys) {
+      bytes += key.length + RESULT_KEY_OVERHEAD_BYTES;
+      if (bytes > MAX_RESULT_BYTES) break;
+      keys.push(key);
+    }
     const status: LeaseStatus & { keys: Uint8Array[] } = {
       id,
       ttlMs: lease.ttlMs,
       remainingMs: remaining(lease.expiresAt),
       keyCount: lease.keys.length,
-      keys: lease.keys,
+      keys,
     };
     this.replyOk(conn, reqId, status);
   }

@@ -43,10 +43,9 @@ const IDLE_GC_AFTER_MS = 2000;
 /** Granularity of the Raft clock. */
 const TICK_MS = 10;
 
-/** Real time: a monotonic clock for durations, the wall clock for stamps, timers of the event loop. */
+/** Real time: a monotonic clock (durations and log stamps) and the timers of the event loop. */
 export const realClock: Clock = {
   now: () => performance.now(),
-  wallNow: () => Date.now(),
   defer: (fn) => void setImmediate(fn),
   every: (ms, fn) => {
     const t = setInterval(fn, ms);

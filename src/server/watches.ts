@@ -1,6 +1,7 @@
 // Watches: served by any node from its own applied state. A watch replays the node's bounded history
 // from the revision asked for, one frame per revision, then streams live events as they are applied.
 
+import { MAX_RESULT_BYTES, RESULT_KEY_OVERHEAD_BYTES } from "../kv/codec";
 import type { KvStore } from "../kv/store";
 import { keyMatcher } from "../kv/store";
 import type { KeySelector, WatchEvent } from "../kv/types";
@@ -16,6 +17,29 @@ interface Watcher {
   from: number;
   /** Send each event's previous value (prevValue); without it, it is left out. */
   prevKv: boolean;
+}
+
+/**
+ * The frames of one revision's events: at most MAX_RESULT_BYTES of keys and values each, so a large
+ * transaction or prefix delete never makes a frame over the frame limit. All but the last say `more`;
+ * the client delivers the revision once its last frame is in.
+ */
+function frames(id: number, revision: number, events: readonly WatchEvent[]): unknown[] {
+  const out: unknown[] = [];
+  let part: WatchEvent[] = [];
+  let bytes = 0;
+  for (const e of events) {
+    const size = e.key.length + (e.value?.length ?? 0) + (e.prevValue?.length ?? 0) + RESULT_KEY_OVERHEAD_BYTES;
+    if (part.length > 0 && bytes + size > MAX_RESULT_BYTES) {
+      out.push({ k: "ev", id, revision, events: part, more: true });
+      part = [];
+      bytes = 0;
+    }
+    part.push(e);
+    bytes += size;
+  }
+  out.push({ k: "ev", id, revision, events: part });
+  return out;
 }
 
 /** The events as a watcher asked for them: without prevValue unless it asked for the previous values. */
@@ -72,11 +96,13 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      const sent = trySend(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) });
-      if (sent === false) return "ok";
-      if (sent !== true) {
-        send(conn, { k: "ev", id, error: sent });
-        return sent.code;
+      for (const frame of frames(id, rev, shaped(group, prevKv))) {
+        const sent = trySend(conn, frame);
+        if (sent === false) return "ok";
+        if (sent !== true) {
+          send(conn, { k: "ev", id, error: sent });
+          return sent.code;
+        }
       }
     }
     this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
@@ -101,8 +127,13 @@ export class Watches {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
       if (!mine.length) continue;
-      const sent = trySend(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) });
-      if (sent !== true) this.end(w, sent || { code: "WATCHER_TOO_SLOW", message: "the watcher fell too far behind; resume from its last revision" });
+      for (const frame of frames(w.id, revision, shaped(mine, w.prevKv))) {
+        const sent = trySend(w.conn, frame);
+        if (sent !== true) {
+          this.end(w, sent || { code: "WATCHER_TOO_SLOW", message: "the watcher fell too far behind; resume from its last revision" });
+          break;
+        }
+      }
     }
   }
 
