@@ -25,11 +25,14 @@ export type { FailoverOptions, FailoverResult } from "./failover";
 
 export async function runBench(opts: BenchOptions, io: BenchIO): Promise<BenchReport> {
   const resolved = resolveBenchOptions(opts);
-  const driver = new RaftKvDriver({ endpoints: resolved.endpoints, timeoutMs: resolved.timeoutMs, connections: resolved.connections });
+  const driver = new RaftKvDriver({ endpoints: resolved.endpoints, timeoutMs: resolved.timeoutMs, connections: resolved.connections, prefix: resolved.prefix });
   let report: BenchReport;
   try {
     report = await runWorkload(driver, resolved, io);
   } finally {
+    if (!resolved.keep) {
+      await driver.cleanup().catch((err: Error) => console.error(`warning: could not delete the keys under ${JSON.stringify(resolved.prefix)}: ${err.message}`));
+    }
     await driver.close();
   }
   io.out(resolved.json ? JSON.stringify(report) : formatReport(report));
