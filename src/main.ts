@@ -14,6 +14,7 @@ import { registerBench } from "./cli/bench";
 import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerAdmin } from "./cli/admin";
+import { registerSnapshot } from "./cli/snapshot";
 import { parseCommandLine } from "./cli/parse";
 
 const cli = cac("raftkv");
@@ -27,6 +28,7 @@ registerBench(cli);
 registerStatus(cli);
 registerCluster(cli);
 registerAdmin(cli);
+registerSnapshot(cli);
 
 cli.usage(`<command> [options]
 
