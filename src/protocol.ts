@@ -40,7 +40,11 @@ export type ClientOp =
   // Membership (leader only): list, or change one member (add joins as a learner; addr is "host:port").
   | { op: "member"; action: "list" | "add" | "promote" | "remove"; node?: number; addr?: string }
   // Hand leadership to voter `node`; answered once it leads.
-  | { op: "leaderTransfer"; node: number };
+  | { op: "leaderTransfer"; node: number }
+  // Backup (leader only): capture the state at a confirmed point, answered with SnapshotSaveHeader; then
+  // the client pulls it chunk by chunk on the same connection (server/snapshot-save.ts).
+  | { op: "snapshotSave" }
+  | { op: "snapshotChunk"; save: number; offset: number };
 
 /** One member as the leader sees it (`member list`). match and lag are null for the leader itself. */
 export interface MemberInfo {
@@ -136,6 +140,26 @@ export interface NodeStatus {
   configIndex?: number;
   /** Leader only: each other member's replication (match index, lag behind the commit index). */
   followers?: { id: number; match: number; lag: number; state: string }[];
+}
+
+/** What `snapshotSave` answers: the captured state's coordinates and checksum; its bytes follow in chunks. */
+export interface SnapshotSaveHeader {
+  /** Names this save in `snapshotChunk` requests (valid only on the connection that started it). */
+  save: number;
+  /** The node that captured it. */
+  node: number;
+  revision: number;
+  /** The log index the state machine had applied (at or past the commit index the leader confirmed). */
+  index: number;
+  /** The term of the entry at `index`. */
+  term: number;
+  keys: number;
+  /** Bytes of the state machine's snapshot encoding. */
+  size: number;
+  /** sha256 of those bytes, hex. */
+  sha256: string;
+  /** Bytes in every chunk but the last. */
+  chunkBytes: number;
 }
 
 export const VERSION = "0.1.0";

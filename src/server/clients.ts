@@ -12,6 +12,7 @@ import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIG
 import { handleLeaderTransfer, handleMemberRequest, type AdminReplies } from "./membership";
 import type { NodeMetrics } from "./metrics";
 import type { Failure, NodeRuntime } from "./runtime";
+import { SnapshotSaves } from "./snapshot-save";
 import type { Watches } from "./watches";
 
 interface ConnState {
@@ -55,6 +56,8 @@ export class ClientService {
   private readonly conns = new Map<ClientConn, ConnState>();
   private readonly metrics: NodeMetrics | undefined;
   private readonly electionMs: number;
+  /** `raftkv snapshot save` transfers in progress. */
+  readonly saves: SnapshotSaves;
 
   constructor(deps: ClientServiceDeps) {
     this.electionMs = deps.electionMs ?? 300;
@@ -65,6 +68,8 @@ export class ClientService {
     this.nodes = deps.nodes;
     this.status = deps.status;
     this.metrics = deps.metrics;
+    const runtime = this.runtime;
+    this.saves = new SnapshotSaves({ kv: runtime.kv, id: runtime.id, termAt: (i) => runtime.core.termAt(i) ?? runtime.core.term }, this.now);
   }
 
   private get id(): number {
@@ -111,6 +116,7 @@ export class ClientService {
   /** The connection closed: forget it (outcomes of its requests still arrive, and are dropped). */
   dropConn(conn: ClientConn): void {
     this.conns.delete(conn);
+    this.saves.dropConn(conn);
   }
 
   private connState(conn: ClientConn): ConnState {
@@ -255,6 +261,11 @@ export class ClientService {
         return handleMemberRequest(this.runtime, this.nodes, req, this.adminReplies(conn, req.id));
       case "leaderTransfer":
         return handleLeaderTransfer(this.runtime, req, this.electionMs, this.adminReplies(conn, req.id));
+      case "snapshotSave":
+        return this.startSnapshotSave(conn, req.id);
+      case "snapshotChunk":
+        this.replyOk(conn, req.id, { data: this.saves.chunk(conn, req.save, req.offset) });
+        return;
       default:
         throw new Error(`unknown request op ${JSON.stringify((req as { op?: unknown }).op)}`);
     }
@@ -266,6 +277,30 @@ export class ClientService {
       fail: (code, message) => this.reply(conn, reqId, { code, message }),
       notLeader: () => this.notLeader(conn, reqId),
     };
+  }
+
+  /** A backup: confirmed like a linearizable read, then captured at once (server/snapshot-save.ts). */
+  private startSnapshotSave(conn: ClientConn, reqId: number): void {
+    if (this.runtime.role !== "leader") return this.notLeader(conn, reqId);
+    const busy = this.saves.refusal();
+    if (busy) return this.reply(conn, reqId, { code: "TOO_BUSY", message: busy });
+    const end = this.admit(conn, reqId);
+    if (!end) return;
+    const started = this.runtime.readIndex({
+      ready: () => {
+        const capture = this.saves.refusal() ?? this.saves.begin(conn);
+        if (typeof capture === "string") return this.settle(conn, reqId, end, () => this.reply(conn, reqId, { code: "TOO_BUSY", message: capture }));
+        capture.then(
+          (header) => this.settle(conn, reqId, end, () => (conn.closed ? this.saves.dropConn(conn) : this.replyOk(conn, reqId, header))),
+          (err) => this.settle(conn, reqId, end, () => this.replyError(conn, reqId, err)),
+        );
+      },
+      failed: (f) => this.settle(conn, reqId, end, () => this.fail(conn, reqId, f)),
+    });
+    if (!started) {
+      end();
+      this.notLeader(conn, reqId);
+    }
   }
 
   /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */

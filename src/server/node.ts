@@ -149,6 +149,7 @@ export class RaftKvNode {
     this.leaseTimer = setInterval(() => {
       this.leases.expire();
       this.transport.expireSnapshotTransfers();
+      this.clients.saves.expire();
       this.collectGarbageWhenIdle();
     }, LEASE_CHECK_MS);
     this.log.info("serving", {
@@ -199,7 +200,10 @@ export class RaftKvNode {
         },
         recovered: state,
         log: this.log,
-        failStop: () => process.exit(2),
+        failStop: (reason) => {
+          this.log.error("stopping the node", { reason });
+          process.exit(2);
+        },
         metrics: this.metrics,
       },
     );
