@@ -30,6 +30,11 @@ registerCluster(cli);
 registerAdmin(cli);
 registerSnapshot(cli);
 
+cli.usage(`<command> [options]
+
+  Exit codes: 0 success; 1 not found or refused (a failed cas, a too-large value); 2 bad usage or
+  configuration; 3 cluster unavailable (no quorum, no answer within --timeout); 4 no endpoint reachable
+  (connection refused, host not found, not a raftkv node).`);
 cli.help();
 cli.option("-v, --version", "Print raftkv's version");
 
