@@ -6,14 +6,13 @@
 // through any node that believes it leads. Safety checks run as things happen and after every step.
 
 import type { NodeAddr } from "../../src/config";
-import type { Entry, Message, NodeId, Ready } from "../../src/raft/types";
+import type { Entry, Message, NodeId, Ready, Snapshot } from "../../src/raft/types";
 import type { NodeStatus, ResponseFrame } from "../../src/protocol";
 import { ClientService, type ClientConn } from "../../src/server/clients";
 import { LEASE_CHECK_MS, LeaseKeeper } from "../../src/server/leases";
 import { Logger } from "../../src/server/log";
 import { NodeRuntime, type Clock, type Transport } from "../../src/server/runtime";
 import { Watches } from "../../src/server/watches";
-import type { Snapshot } from "../../src/raft/types";
 import { mulberry32 } from "../rng";
 import { SimStorage } from "./simstorage";
 
