@@ -242,8 +242,11 @@ export class Sim {
     try {
       opened = node.storage.open(() => {});
     } catch (err) {
-      // A full disk or a failing fsync: the node refuses to start; it is tried again later.
-      if (/ENOSPC|EIO/.test((err as Error).message)) return false;
+      // A full disk or a failing fsync: the node refuses to start; it is tried again later, after a
+      // reboot if an fsync failed (see failStopped).
+      const message = (err as Error).message;
+      if (/EIO/.test(message) && !process.env.RAFTKV_SIM_EIO_KILL9) node.storage.crash(true);
+      if (/ENOSPC|EIO/.test(message)) return false;
       throw err;
     }
     const { storage, recovered } = opened;
