@@ -14,6 +14,7 @@ import { registerBench } from "./cli/bench";
 import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerAdmin } from "./cli/admin";
+import { registerSnapshot } from "./cli/snapshot";
 import { parseCommandLine } from "./cli/parse";
 
 const cli = cac("raftkv");
@@ -27,7 +28,13 @@ registerBench(cli);
 registerStatus(cli);
 registerCluster(cli);
 registerAdmin(cli);
+registerSnapshot(cli);
 
+cli.usage(`<command> [options]
+
+  Exit codes: 0 success; 1 not found or refused (a failed cas, a too-large value); 2 bad usage or
+  configuration; 3 cluster unavailable (no quorum, no answer within --timeout); 4 no endpoint reachable
+  (connection refused, host not found, not a raftkv node).`);
 cli.help();
 cli.option("-v, --version", "Print raftkv's version");
 
