@@ -282,6 +282,9 @@ export class RaftKvClient {
     const answered: { uncertain: boolean; by?: string } = { uncertain: false };
     const header = (await this.call({ op: "snapshotSave" }, answered, this.timeoutMs)) as SnapshotSaveHeader;
     const addr = answered.by!;
+    if (!Number.isSafeInteger(header.size) || header.size < 0 || !Number.isSafeInteger(header.chunkBytes) || header.chunkBytes <= 0) {
+      throw new RaftKvError("INTERNAL", `${addr} answered the snapshot save with a malformed header (size ${header.size}, chunks of ${header.chunkBytes} bytes)`);
+    }
     await onHeader(header);
     const request = (offset: number) => {
       const p = this.attempt(addr, { op: "snapshotChunk", save: header.save, offset }, Date.now() + this.timeoutMs);
