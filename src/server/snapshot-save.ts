@@ -4,8 +4,9 @@
 //
 // Consistency: the save starts like a linearizable read (ReadIndex: the leader confirms it still leads
 // and waits until it has applied everything committed when the request arrived), then captures the state
-// in that same event-loop turn (KvStore.snapshotAsync freezes it when called). The bytes are therefore the
-// state at one revision, and it includes every write acknowledged before the save was asked for.
+// at once, or as soon as the node's own snapshot has finished encoding (KvStore.snapshotAsync freezes the
+// state when called). The bytes are therefore the state at one revision, and it includes every write
+// acknowledged before the save was asked for.
 
 import { createHash } from "node:crypto";
 import type { KvStore } from "../kv/store";
