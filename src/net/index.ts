@@ -4,17 +4,28 @@ export {
   FrameError,
   FrameTooLargeError,
   FrameDecoder,
+  ByteBudget,
   encodeFrame,
 } from "./framing";
 export {
   DEFAULT_MAX_QUEUED_BYTES,
   FramedConn,
+  SlowReaderError,
   type FrameSocket,
   type FramedConnHandlers,
   type FramedConnOptions,
 } from "./conn";
-export { listenFrames, type FrameListener, type ListenFramesOptions } from "./listener";
-export { DEFAULT_DIAL_TIMEOUT_MS, DialError, dialFrames, type DialHandlers } from "./dial";
+export {
+  DEFAULT_FRAME_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+  listenFrames,
+  type FrameListener,
+  type ListenFramesOptions,
+  type RefusedFrame,
+} from "./listener";
+export * from "./tls";
+export { DEFAULT_DIAL_TIMEOUT_MS, DialError, RefusedError, dialFrames, type DialHandlers } from "./dial";
 export {
   PEER_DIAL_TIMEOUT_MS,
   PEER_MAX_BACKOFF_MS,
