@@ -1,30 +1,26 @@
 // The key-value state machine: a pure, deterministic function of the commands applied to it.
 // No clocks, no randomness, no I/O: time arrives inside commands (stamped by the proposing leader).
+//
+// KvStore is a thin facade over the parts, laid out as etcd separates them:
+//   mvcc.ts      keys, revisions, ranges and the watch history
+//   leases.ts    TTL leases and the keys attached to them
+//   sessions.ts  the client-session table (exactly-once retries)
+//   apply.ts     what each command does to the above
+// and owns what spans all of them: the applied index, snapshots, invariants.
 
 import { ByteReader, ByteWriter } from "./binary";
-import { bytesToKey, compareBytes, copyBytes, keyToBytes, prefixEnd } from "./bytes";
-import {
-  MAX_KEY_BYTES,
-  MAX_LEASES_PER_EXPIRE,
-  MAX_VALUE_BYTES,
-  cborDecode,
-  cborEncode,
-  decodeLogCommand,
-  parseCommand,
-  parseMeta,
-  parseRangeRequest,
-} from "./codec";
-import { KvError, type KvErrorCode } from "./errors";
-import { OrderedIndex } from "./ordered";
+import { MAX_KEY_BYTES, MAX_VALUE_BYTES, cborDecode, cborEncode, decodeLogCommand, parseCommand, parseMeta, parseRangeRequest } from "./codec";
+import { copyBytes } from "./bytes";
+import { KvError } from "./errors";
+import { Applier, failWith } from "./apply";
+import { LeaseTable, type Lease } from "./leases";
+import { DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_MAX_EVENTS, ENTRY_OVERHEAD_BYTES, Mvcc, type Entry } from "./mvcc";
+import { DEFAULT_SESSION_TTL_MS, SessionTable, type Session } from "./sessions";
 import type {
   ApplyMeta,
   ApplyResult,
   Command,
-  CommandResult,
-  Compare,
-  CompareResult,
   EventListener,
-  KeySelector,
   KeyValue,
   KvStats,
   KvStoreOptions,
@@ -32,111 +28,17 @@ import type {
   LogCommand,
   RangeRequest,
   RangeResult,
-  TxnCommand,
-  TxnOpResult,
   WatchEvent,
   WatchFilter,
 } from "./types";
 
-export const DEFAULT_SESSION_TTL_MS = 10 * 60 * 1000;
-export const DEFAULT_HISTORY_MAX_EVENTS = 10_000;
-export const DEFAULT_HISTORY_MAX_BYTES = 64 * 1024 * 1024;
-
-/** Rough per-key memory beyond key and value bytes, for stats().approxBytes. */
-const ENTRY_OVERHEAD_BYTES = 96;
-/** Rough per-event memory beyond key and value bytes, for the history byte budget. */
-const EVENT_OVERHEAD_BYTES = 64;
+export { keyMatcher, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_MAX_EVENTS } from "./mvcc";
+export { DEFAULT_SESSION_TTL_MS } from "./sessions";
 
 const SNAPSHOT_MAGIC = "raftkv-kv-snapshot";
 const SNAPSHOT_FORMAT = 2;
 const LEASE_FIELDS = 3; // id, ttlMs, expiresAt
 const SESSION_FIELDS = 4; // clientId, seq, lastSeen, result
-
-const EMPTY_BYTES = new Uint8Array(0);
-
-interface Entry {
-  readonly key: string; // binary string: one char per byte
-  value: Uint8Array;
-  createRevision: number;
-  modRevision: number;
-  version: number;
-  lease: number;
-}
-
-interface Lease {
-  readonly id: number;
-  readonly ttlMs: number;
-  expiresAt: number;
-  readonly keys: Set<string>;
-}
-
-interface Session {
-  seq: number;
-  lastSeen: number;
-  result: ApplyResult;
-}
-
-/** A key range in binary-string form: [start, end) with end null = unbounded, or exactly `start`. */
-interface Span {
-  start: string;
-  end: string | null;
-  single: boolean;
-}
-
-function spanOf(selector: KeySelector): Span {
-  const start = bytesToKey(selector.key);
-  if (selector.prefix) return { start, end: prefixEnd(start), single: false };
-  if (selector.rangeEnd !== undefined) {
-    const rangeEnd = selector.rangeEnd;
-    // etcd convention: a rangeEnd of a single zero byte means "every key >= key".
-    if (rangeEnd.length === 1 && rangeEnd[0] === 0) return { start, end: null, single: false };
-    return { start, end: bytesToKey(rangeEnd), single: false };
-  }
-  return { start, end: null, single: true };
-}
-
-function inSpan(key: string, span: Span): boolean {
-  if (span.single) return key === span.start;
-  return key >= span.start && (span.end === null || key < span.end);
-}
-
-/** A predicate for "does this key fall under the selector" (throws KvError on a bad selector). */
-export function keyMatcher(selector: KeySelector): (key: Uint8Array) => boolean {
-  const span = spanOf(parseRangeRequest(selector));
-  return (key) => inSpan(bytesToKey(key), span);
-}
-
-function ok(result: CommandResult): ApplyResult {
-  return { ok: true, result };
-}
-
-function fail(code: KvErrorCode, message: string): ApplyResult {
-  return { ok: false, error: { code, message } };
-}
-
-function failWith(error: unknown): ApplyResult {
-  if (error instanceof KvError) return fail(error.code, error.message);
-  return fail("INTERNAL", `internal error: ${error instanceof Error ? error.message : String(error)}`);
-}
-
-function compareHolds(order: number, result: CompareResult): boolean {
-  switch (result) {
-    case "equal":
-      return order === 0;
-    case "not_equal":
-      return order !== 0;
-    case "greater":
-      return order > 0;
-    case "less":
-      return order < 0;
-  }
-}
-
-function eventBytes(event: WatchEvent): number {
-  return (
-    event.key.length + (event.value?.length ?? 0) + (event.prevValue?.length ?? 0) + EVENT_OVERHEAD_BYTES
-  );
-}
 
 function badSnapshot(problem: string): never {
   throw new KvError("BAD_SNAPSHOT", `invalid snapshot: ${problem}`);
@@ -167,28 +69,11 @@ export class KvStore {
   readonly historyMaxEvents: number;
   readonly historyMaxBytes: number;
 
-  /**
-   * Keys in byte order, for range scans and point lookups alike (no separate hash map: at a million
-   * keys it would cost ~100 bytes a key for a few microseconds saved per lookup).
-   */
-  private index = new OrderedIndex<Entry>();
-  private currentRevision = 0;
   private lastApplied = 0;
-  /** Largest `now` seen in applied commands: the deterministic clock for session expiry. */
-  private clock = 0;
-  private nextLeaseId = 1;
-  private leases = new Map<number, Lease>();
-  /** Ordered by lastSeen (least recent first): a touched session is moved to the end. */
-  private sessions = new Map<string, Session>();
-  private dataBytes = 0;
-
-  private history: WatchEvent[] = [];
-  private historyHead = 0;
-  private historyBytes = 0;
-  private compactRev = 1;
-  private readonly listeners = new Set<EventListener>();
-  /** Events of the command being applied. */
-  private pending: WatchEvent[] = [];
+  private readonly leases = new LeaseTable();
+  private readonly sessions: SessionTable;
+  private readonly mvcc: Mvcc;
+  private readonly applier: Applier;
 
   constructor(options: KvStoreOptions = {}) {
     this.sessionTtlMs = options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
@@ -197,6 +82,9 @@ export class KvStore {
     if (!(this.sessionTtlMs > 0)) throw new RangeError(`sessionTtlMs must be > 0, got ${this.sessionTtlMs}`);
     if (!(this.historyMaxEvents >= 0)) throw new RangeError("historyMaxEvents must be >= 0");
     if (!(this.historyMaxBytes >= 0)) throw new RangeError("historyMaxBytes must be >= 0");
+    this.sessions = new SessionTable(this.sessionTtlMs);
+    this.mvcc = new Mvcc(this.leases, this.historyMaxEvents, this.historyMaxBytes);
+    this.applier = new Applier(this.mvcc, this.leases, this.sessions);
   }
 
   /** A new store holding the state of `snapshot()` bytes. Throws KvError 'BAD_SNAPSHOT'. */
@@ -208,7 +96,7 @@ export class KvStore {
 
   /** Latest revision: bumped once by every applied command that changed at least one key. */
   get revision(): number {
-    return this.currentRevision;
+    return this.mvcc.revision;
   }
 
   /** Index of the last log entry applied (or skipped as a no-op). */
@@ -218,7 +106,7 @@ export class KvStore {
 
   /** Oldest revision whose events are all still in the watch history. */
   get compactRevision(): number {
-    return this.compactRev;
+    return this.mvcc.compactRevision;
   }
 
   // ---- applying -------------------------------------------------------------------------------
@@ -239,7 +127,7 @@ export class KvStore {
     } catch (error) {
       return failWith(error);
     }
-    return this.applyParsed(parsedCmd, parsedMeta);
+    return this.applier.apply(parsedCmd, parsedMeta);
   }
 
   /**
@@ -260,7 +148,7 @@ export class KvStore {
       meta.clientId = entry.clientId;
       meta.seq = entry.seq;
     }
-    return this.applyParsed(entry.cmd, meta);
+    return this.applier.apply(entry.cmd, meta);
   }
 
   /** Record that entry `index` (e.g. a leader's no-op) was consumed without a command. */
@@ -277,340 +165,14 @@ export class KvStore {
     return true;
   }
 
-  private applyParsed(cmd: Command, meta: ApplyMeta | undefined): ApplyResult {
-    this.pending = [];
-    let result: ApplyResult;
-    try {
-      if (meta !== undefined) {
-        if (meta.now > this.clock) this.clock = meta.now;
-        this.expireSessions();
-      }
-      const clientId = meta?.clientId;
-      const seq = meta?.seq;
-      if (clientId !== undefined && seq !== undefined) {
-        const session = this.sessions.get(clientId);
-        if (session !== undefined && seq <= session.seq) {
-          this.touchSession(clientId, session);
-          if (seq === session.seq) return session.result;
-          return fail(
-            "STALE_SEQUENCE",
-            `client ${clientId} sent sequence ${seq}, but sequence ${session.seq} was already applied`,
-          );
-        }
-        result = this.execute(cmd);
-        this.sessions.delete(clientId);
-        this.sessions.set(clientId, { seq, lastSeen: this.clock, result });
-      } else {
-        result = this.execute(cmd);
-      }
-    } catch (error) {
-      this.pending = [];
-      return failWith(error);
-    }
-    this.flushEvents();
-    return result;
-  }
-
-  private touchSession(clientId: string, session: Session): void {
-    session.lastSeen = this.clock;
-    this.sessions.delete(clientId);
-    this.sessions.set(clientId, session);
-  }
-
-  private expireSessions(): void {
-    for (const [clientId, session] of this.sessions) {
-      if (session.lastSeen + this.sessionTtlMs >= this.clock) break;
-      this.sessions.delete(clientId);
-    }
-  }
-
-  private execute(cmd: Command): ApplyResult {
-    switch (cmd.op) {
-      case "put": {
-        const lease = cmd.lease ?? 0;
-        if (lease !== 0 && !this.leases.has(lease)) {
-          return fail("LEASE_NOT_FOUND", `lease ${lease} does not exist`);
-        }
-        const revision = this.currentRevision + 1;
-        const prev = this.putKey(cmd.key, cmd.value, lease, revision);
-        this.currentRevision = revision;
-        return ok(prev === undefined ? { op: "put", revision } : { op: "put", revision, prev });
-      }
-      case "del": {
-        const deleted = this.deleteSpan(spanOf(cmd), this.currentRevision + 1);
-        if (deleted > 0) this.currentRevision++;
-        return ok({ op: "del", revision: this.currentRevision, deleted });
-      }
-      case "txn":
-        return this.executeTxn(cmd);
-      case "leaseGrant": {
-        const id = cmd.id === 0 ? this.nextLeaseId : cmd.id;
-        if (this.leases.has(id)) return fail("LEASE_EXISTS", `lease ${id} already exists`);
-        const expiresAt = cmd.now + cmd.ttlMs;
-        this.leases.set(id, { id, ttlMs: cmd.ttlMs, expiresAt, keys: new Set() });
-        if (id >= this.nextLeaseId) this.nextLeaseId = id + 1;
-        return ok({ op: "leaseGrant", id, ttlMs: cmd.ttlMs, expiresAt });
-      }
-      case "leaseKeepAlive": {
-        const lease = this.leases.get(cmd.id);
-        if (lease === undefined) return fail("LEASE_NOT_FOUND", `lease ${cmd.id} does not exist`);
-        lease.expiresAt = cmd.now + lease.ttlMs;
-        return ok({ op: "leaseKeepAlive", id: lease.id, ttlMs: lease.ttlMs, expiresAt: lease.expiresAt });
-      }
-      case "leaseRevoke": {
-        const lease = this.leases.get(cmd.id);
-        if (lease === undefined) return fail("LEASE_NOT_FOUND", `lease ${cmd.id} does not exist`);
-        const deleted = this.dropLease(lease, this.currentRevision + 1);
-        if (deleted > 0) this.currentRevision++;
-        return ok({ op: "leaseRevoke", revision: this.currentRevision, deleted });
-      }
-      case "leaseExpire": {
-        const revision = this.currentRevision + 1;
-        const expired: number[] = [];
-        let deleted = 0;
-        for (const id of cmd.ids) {
-          const lease = this.leases.get(id);
-          if (lease === undefined || lease.expiresAt > cmd.now) continue;
-          deleted += this.dropLease(lease, revision);
-          expired.push(id);
-        }
-        if (deleted > 0) this.currentRevision = revision;
-        return ok({ op: "leaseExpire", revision: this.currentRevision, expired, deleted });
-      }
-      case "leaseRefreshAll": {
-        for (const lease of this.leases.values()) lease.expiresAt = cmd.now + lease.ttlMs;
-        return ok({ op: "leaseRefreshAll", leases: this.leases.size });
-      }
-    }
-  }
-
-  private executeTxn(cmd: TxnCommand): ApplyResult {
-    const succeeded = cmd.compare.every((c) => this.evaluate(c));
-    const ops = succeeded ? cmd.success : cmd.failure;
-    const branch = succeeded ? "success" : "failure";
-    // Check everything that can fail before changing anything: a transaction is all or nothing.
-    for (let i = 0; i < ops.length; i++) {
-      const op = ops[i]!;
-      if (op.op === "put" && op.lease !== undefined && op.lease !== 0 && !this.leases.has(op.lease)) {
-        return fail("LEASE_NOT_FOUND", `${branch}[${i}].lease ${op.lease} does not exist`);
-      }
-    }
-    const revision = this.currentRevision + 1;
-    let changed = false;
-    const results: TxnOpResult[] = [];
-    for (const op of ops) {
-      switch (op.op) {
-        case "put": {
-          const prev = this.putKey(op.key, op.value, op.lease ?? 0, revision);
-          changed = true;
-          results.push(prev === undefined ? { op: "put", revision } : { op: "put", revision, prev });
-          break;
-        }
-        case "del": {
-          const deleted = this.deleteSpan(spanOf(op), revision);
-          if (deleted > 0) changed = true;
-          results.push({ op: "del", revision, deleted });
-          break;
-        }
-        case "range":
-          results.push(this.rangeOf(op));
-          break;
-      }
-    }
-    if (changed) this.currentRevision = revision;
-    for (const result of results) result.revision = this.currentRevision;
-    return ok({ op: "txn", succeeded, revision: this.currentRevision, results });
-  }
-
-  private evaluate(compare: Compare): boolean {
-    const entry = this.index.get(bytesToKey(compare.key));
-    let order: number;
-    switch (compare.target) {
-      case "exists":
-        return entry !== undefined;
-      case "absent":
-        return entry === undefined;
-      case "value":
-        if (entry === undefined) return false;
-        order = compareBytes(entry.value, compare.value);
-        break;
-      case "version":
-        order = (entry?.version ?? 0) - compare.number;
-        break;
-      case "create":
-        order = (entry?.createRevision ?? 0) - compare.number;
-        break;
-      case "mod":
-        order = (entry?.modRevision ?? 0) - compare.number;
-        break;
-      case "lease":
-        order = (entry?.lease ?? 0) - compare.number;
-        break;
-    }
-    return compareHolds(order, compare.result);
-  }
-
-  // ---- mutation primitives (cannot fail once the command is validated) -------------------------
-
-  private putKey(keyBytes: Uint8Array, value: Uint8Array, lease: number, revision: number): KeyValue | undefined {
-    const key = bytesToKey(keyBytes);
-    let entry = this.index.get(key);
-    let prev: KeyValue | undefined;
-    if (entry !== undefined) {
-      prev = this.toKeyValue(entry, false);
-      if (entry.lease !== lease) {
-        this.detach(entry.lease, key);
-        this.attach(lease, key);
-      }
-      this.dataBytes += value.length - entry.value.length;
-      // A snapshot being encoded in the background must see this entry as it was when it started.
-      if (this.frozen !== null && !this.frozen.has(entry)) this.frozen.set(entry, { ...entry });
-      entry.value = value;
-      entry.modRevision = revision;
-      entry.version++;
-      entry.lease = lease;
-    } else {
-      entry = { key, value, createRevision: revision, modRevision: revision, version: 1, lease };
-      this.index.insert(entry);
-      this.attach(lease, key);
-      this.dataBytes += key.length + value.length + ENTRY_OVERHEAD_BYTES;
-    }
-    const event: WatchEvent = {
-      type: "put",
-      key: keyBytes,
-      value,
-      modRevision: revision,
-      createRevision: entry.createRevision,
-      version: entry.version,
-      lease,
-    };
-    if (prev !== undefined) event.prevValue = prev.value;
-    this.pending.push(event);
-    return prev;
-  }
-
-  private deleteSpan(span: Span, revision: number): number {
-    if (span.single) {
-      const entry = this.index.get(span.start);
-      if (entry === undefined) return 0;
-      this.deleteEntry(entry, revision);
-      return 1;
-    }
-    const doomed: Entry[] = [];
-    this.index.scan(span.start, span.end, (entry) => {
-      doomed.push(entry);
-    });
-    for (const entry of doomed) this.deleteEntry(entry, revision);
-    return doomed.length;
-  }
-
-  private deleteEntry(entry: Entry, revision: number): void {
-    this.index.remove(entry.key);
-    this.detach(entry.lease, entry.key);
-    this.dataBytes -= entry.key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
-    this.pending.push({
-      type: "delete",
-      key: keyToBytes(entry.key),
-      modRevision: revision,
-      createRevision: 0,
-      version: 0,
-      lease: 0,
-      prevValue: entry.value,
-    });
-  }
-
-  /** Delete a lease and its keys (in key order); returns how many keys were deleted. */
-  private dropLease(lease: Lease, revision: number): number {
-    const keys = [...lease.keys].sort();
-    for (const key of keys) {
-      const entry = this.index.get(key);
-      if (entry !== undefined) this.deleteEntry(entry, revision);
-    }
-    this.leases.delete(lease.id);
-    return keys.length;
-  }
-
-  private attach(lease: number, key: string): void {
-    if (lease !== 0) this.leases.get(lease)?.keys.add(key);
-  }
-
-  private detach(lease: number, key: string): void {
-    if (lease !== 0) this.leases.get(lease)?.keys.delete(key);
-  }
-
   // ---- watch events ---------------------------------------------------------------------------
-
-  private flushEvents(): void {
-    const events = this.pending;
-    if (events.length === 0) return;
-    this.pending = [];
-    this.remember(events);
-    const revision = this.currentRevision;
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(events, revision);
-      } catch {
-        // A listener is local (a watch stream); its failure must never disturb the state machine.
-      }
-    }
-  }
-
-  private remember(events: WatchEvent[]): void {
-    const revision = events[0]!.modRevision;
-    if (events.length > this.historyMaxEvents) {
-      this.history = [];
-      this.historyHead = 0;
-      this.historyBytes = 0;
-      this.compactRev = revision + 1;
-      return;
-    }
-    for (const event of events) {
-      this.history.push(event);
-      this.historyBytes += eventBytes(event);
-    }
-    // Drop whole revisions from the front until within both budgets.
-    while (
-      this.history.length - this.historyHead > this.historyMaxEvents ||
-      this.historyBytes > this.historyMaxBytes
-    ) {
-      const dropped = this.history[this.historyHead]!.modRevision;
-      while (this.historyHead < this.history.length && this.history[this.historyHead]!.modRevision === dropped) {
-        this.historyBytes -= eventBytes(this.history[this.historyHead]!);
-        this.historyHead++;
-      }
-      this.compactRev = dropped + 1;
-    }
-    if (this.historyHead > 1024 && this.historyHead * 2 > this.history.length) {
-      this.history = this.history.slice(this.historyHead);
-      this.historyHead = 0;
-    }
-  }
 
   /**
    * Events with modRevision >= fromRevision whose key matches `filter`, oldest first; 'compacted' when
    * some of them are no longer in history (fromRevision < compactRevision). Treat events as read-only.
    */
   eventsSince(fromRevision: number, filter: WatchFilter): WatchEvent[] | "compacted" {
-    if (!Number.isSafeInteger(fromRevision)) {
-      throw new KvError("BAD_COMMAND", `fromRevision must be an integer, got ${fromRevision}`);
-    }
-    const span = spanOf(parseRangeRequest(filter));
-    const from = Math.max(fromRevision, 1);
-    if (from < this.compactRev) return "compacted";
-    const history = this.history;
-    let lo = this.historyHead;
-    let hi = history.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (history[mid]!.modRevision < from) lo = mid + 1;
-      else hi = mid;
-    }
-    const out: WatchEvent[] = [];
-    for (let i = lo; i < history.length; i++) {
-      const event = history[i]!;
-      if (inSpan(bytesToKey(event.key), span)) out.push(event);
-    }
-    return out;
+    return this.mvcc.eventsSince(fromRevision, filter);
   }
 
   /**
@@ -618,71 +180,28 @@ export class KvStore {
    * Returns a function that unsubscribes. Listeners must not modify the events.
    */
   onEvents(listener: EventListener): () => void {
-    this.listeners.add(listener);
-    return () => {
-      this.listeners.delete(listener);
-    };
+    return this.mvcc.onEvents(listener);
   }
 
   // ---- reads ----------------------------------------------------------------------------------
 
-  private toKeyValue(entry: Entry, keysOnly: boolean): KeyValue {
-    return {
-      key: keyToBytes(entry.key),
-      value: keysOnly ? EMPTY_BYTES : entry.value,
-      createRevision: entry.createRevision,
-      modRevision: entry.modRevision,
-      version: entry.version,
-      lease: entry.lease,
-    };
-  }
-
   /** The key with its metadata, or null. The returned value shares memory with the store: read-only. */
   get(key: Uint8Array): KeyValue | null {
-    if (key.length === 0 || key.length > MAX_KEY_BYTES) return null;
-    const entry = this.index.get(bytesToKey(key));
-    return entry === undefined ? null : this.toKeyValue(entry, false);
+    return this.mvcc.get(key);
   }
 
   /** Keys of a range in byte order. Throws KvError on a malformed request. Values are read-only. */
   range(request: RangeRequest): RangeResult {
-    return this.rangeOf(parseRangeRequest(request));
-  }
-
-  private rangeOf(request: RangeRequest): RangeResult {
-    const span = spanOf(request);
-    const keysOnly = request.keysOnly === true;
-    const kvs: KeyValue[] = [];
-    if (span.single) {
-      const entry = this.index.get(span.start);
-      const count = entry === undefined ? 0 : 1;
-      if (entry !== undefined && !request.countOnly) kvs.push(this.toKeyValue(entry, keysOnly));
-      return { op: "range", revision: this.currentRevision, kvs, count, more: false };
-    }
-    const count = this.index.countRange(span.start, span.end);
-    if (request.countOnly) return { op: "range", revision: this.currentRevision, kvs, count, more: false };
-    const limit = request.limit !== undefined && request.limit > 0 ? request.limit : Infinity;
-    this.index.scan(span.start, span.end, (entry) => {
-      if (kvs.length >= limit) return false;
-      kvs.push(this.toKeyValue(entry, keysOnly));
-      return true;
-    });
-    return { op: "range", revision: this.currentRevision, kvs, count, more: count > kvs.length };
+    return this.mvcc.rangeOf(parseRangeRequest(request));
   }
 
   leaseInfo(id: number): LeaseInfo | null {
-    const lease = this.leases.get(id);
-    if (lease === undefined) return null;
-    const keys = [...lease.keys].sort().map(keyToBytes);
-    return { id: lease.id, ttlMs: lease.ttlMs, expiresAt: lease.expiresAt, keys };
+    return this.leases.info(id);
   }
 
   /** Ids (ascending) of leases with expiresAt <= now: for the leader to propose a leaseExpire. */
-  expiredLeases(now: number, limit: number = MAX_LEASES_PER_EXPIRE): number[] {
-    const ids: number[] = [];
-    for (const lease of this.leases.values()) if (lease.expiresAt <= now) ids.push(lease.id);
-    ids.sort((a, b) => a - b);
-    return ids.length > limit ? ids.slice(0, limit) : ids;
+  expiredLeases(now: number, limit?: number): number[] {
+    return this.leases.expired(now, limit);
   }
 
   /** The session of a client, or null if it has none (or it expired). */
@@ -693,14 +212,14 @@ export class KvStore {
 
   stats(): KvStats {
     return {
-      keys: this.index.size,
-      revision: this.currentRevision,
+      keys: this.mvcc.index.size,
+      revision: this.mvcc.revision,
       leases: this.leases.size,
       sessions: this.sessions.size,
-      approxBytes: this.dataBytes,
+      approxBytes: this.mvcc.dataBytes,
       appliedIndex: this.lastApplied,
-      compactRevision: this.compactRev,
-      historyEvents: this.history.length - this.historyHead,
+      compactRevision: this.mvcc.compactRevision,
+      historyEvents: this.mvcc.historyEvents,
     };
   }
 
@@ -740,30 +259,30 @@ export class KvStore {
   private frozen: Map<Entry, Entry> | null = null;
 
   private beginSnapshot(): { step: (n: number) => boolean; finish: () => Uint8Array; abandon: () => void } {
-    if (this.frozen !== null) throw new Error("a snapshot is already being encoded");
+    if (this.mvcc.frozen !== null) throw new Error("a snapshot is already being encoded");
     // Everything but the key table is small: copy it now. The key table is a list of references;
     // the entries they point to are frozen by copy-on-write in putKey until finish().
     const entries: Entry[] = [];
-    this.index.forEach((entry) => {
+    this.mvcc.index.forEach((entry) => {
       entries.push(entry);
     });
     const frozen = new Map<Entry, Entry>();
-    this.frozen = frozen;
+    this.mvcc.frozen = frozen;
     const leases: number[] = [];
-    for (const lease of [...this.leases.values()].sort((a, b) => a.id - b.id)) {
+    for (const lease of this.leases.sorted()) {
       leases.push(lease.id, lease.ttlMs, lease.expiresAt);
     }
     const sessions: unknown[] = [];
-    for (const [clientId, session] of this.sessions) {
+    for (const [clientId, session] of this.sessions.sessions) {
       sessions.push(clientId, session.seq, session.lastSeen, session.result);
     }
-    const header = [SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, this.lastApplied, this.currentRevision, this.clock, this.nextLeaseId, entries.length];
+    const header = [SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, this.lastApplied, this.mvcc.revision, this.sessions.clock, this.leases.nextLeaseId, entries.length];
     // The key table is one binary blob (see binary.ts): per key, in byte order,
     // key, value, createRevision, modRevision, version, lease.
-    const table = new ByteWriter(Math.min(this.dataBytes, 64 * 1024 * 1024) + 1024);
+    const table = new ByteWriter(Math.min(this.mvcc.dataBytes, 64 * 1024 * 1024) + 1024);
     let next = 0;
     const done = () => {
-      if (this.frozen === frozen) this.frozen = null;
+      if (this.mvcc.frozen === frozen) this.mvcc.frozen = null;
     };
     return {
       step: (n) => {
@@ -878,43 +397,34 @@ export class KvStore {
     }
 
     // Everything checked: swap the new state in.
-    this.index = new OrderedIndex<Entry>();
-    this.index.load(entries);
     this.lastApplied = appliedIndex;
-    this.currentRevision = revision;
-    this.clock = clock;
-    this.nextLeaseId = nextLeaseId;
-    this.leases = leaseMap;
-    this.sessions = sessionMap;
-    this.dataBytes = dataBytes;
-    this.history = [];
-    this.historyHead = 0;
-    this.historyBytes = 0;
-    this.compactRev = revision + 1;
-    this.pending = [];
+    this.mvcc.load(entries, revision, dataBytes);
+    this.leases.load(leaseMap, nextLeaseId);
+    this.sessions.load(sessionMap, clock);
   }
 
   /** Check internal invariants (for tests); throws an Error describing the first violation. */
   checkInvariants(): void {
-    this.index.checkInvariants();
+    const index = this.mvcc.index;
+    index.checkInvariants();
     let dataBytes = 0;
-    this.index.forEach((entry) => {
+    index.forEach((entry) => {
       dataBytes += entry.key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
-      if (entry.modRevision > this.currentRevision) throw new Error(`key modRevision beyond revision`);
+      if (entry.modRevision > this.mvcc.revision) throw new Error(`key modRevision beyond revision`);
       if (entry.createRevision > entry.modRevision || entry.version < 1) throw new Error("bad key metadata");
-      if (this.index.get(entry.key) !== entry) throw new Error("ordered index lookup disagrees with its scan");
+      if (index.get(entry.key) !== entry) throw new Error("ordered index lookup disagrees with its scan");
       if (entry.lease !== 0 && !this.leases.get(entry.lease)?.keys.has(entry.key)) {
         throw new Error(`key not listed in its lease ${entry.lease}`);
       }
     });
-    if (dataBytes !== this.dataBytes) throw new Error("approxBytes out of step");
-    for (const lease of this.leases.values()) {
+    if (dataBytes !== this.mvcc.dataBytes) throw new Error("approxBytes out of step");
+    for (const lease of this.leases.leases.values()) {
       for (const key of lease.keys) {
-        if (this.index.get(key)?.lease !== lease.id) throw new Error(`lease ${lease.id} lists a key it does not own`);
+        if (index.get(key)?.lease !== lease.id) throw new Error(`lease ${lease.id} lists a key it does not own`);
       }
     }
     let lastSeen = 0;
-    for (const session of this.sessions.values()) {
+    for (const session of this.sessions.sessions.values()) {
       if (session.lastSeen < lastSeen) throw new Error("sessions out of lastSeen order");
       lastSeen = session.lastSeen;
     }

@@ -8,6 +8,7 @@ import {
   type AppendResponse,
   type Entry,
   type HardState,
+  type HeartbeatRequest,
   type Message,
   type NodeId,
   type ReadFailure,
@@ -472,11 +473,11 @@ export class RaftCore {
       } else if (m.type === "voteResp" && m.preVote && m.granted) {
         // A granted pre-vote carries the proposed term; it does not move ours.
       } else {
-        const leader = m.type === "app" || m.type === "snap" ? m.from : NONE;
+        const leader = m.type === "app" || m.type === "snap" || m.type === "hb" ? m.from : NONE;
         this.becomeFollower(m.term, leader);
       }
     } else if (m.term < this.term) {
-      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "snap")) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "snap" || m.type === "hb")) {
         // Tell a stale leader about the newer term so it steps down.
         this.send(this.appResp(m.from, false, 0, 0, 0, 0));
       } else if (m.type === "vote" && m.preVote) {
@@ -496,21 +497,47 @@ export class RaftCore {
         if (this.role === "leader") {
           assert(false, `two leaders in term ${this.term}: ${this.id} and ${m.from}`);
         }
-        if (this.role !== "follower") this.becomeFollower(m.term, m.from);
-        this.leader = m.from;
-        this.electionElapsed = 0;
+        this.acceptLeader(m.from);
         this.handleAppend(m);
         return;
       case "snap":
         assert(this.role !== "leader", `two leaders in term ${this.term}`);
-        if (this.role !== "follower") this.becomeFollower(m.term, m.from);
-        this.leader = m.from;
-        this.electionElapsed = 0;
+        this.acceptLeader(m.from);
         this.handleSnapshot(m);
+        return;
+      case "hb":
+        this.handleHeartbeat(m);
         return;
       case "appResp":
         if (this.role === "leader") this.handleAppendResp(m);
         return;
+      case "hbResp": {
+        const pr = this.role === "leader" ? this.progress.get(m.from) : undefined;
+        if (pr) this.heardFrom(pr, m.readRound);
+        return;
+      }
+    }
+  }
+
+  private handleHeartbeat(m: HeartbeatRequest): void {
+    assert(this.role !== "leader", `two leaders in term ${this.term}: ${this.id} and ${m.from}`);
+    this.acceptLeader(m.from);
+    this.send({ type: "hbResp", from: this.id, to: m.from, term: this.term, readRound: m.readRound });
+  }
+
+  /** A message of the current term from the leader: follow it and restart the election timer. */
+  private acceptLeader(leader: NodeId): void {
+    if (this.role !== "follower") this.becomeFollower(this.term, leader);
+    this.leader = leader;
+    this.electionElapsed = 0;
+  }
+
+  /** Leader: `pr`'s peer answered; `readRound` is the ReadIndex round it echoed. */
+  private heardFrom(pr: Progress, readRound: number): void {
+    pr.recentActive = true;
+    if (readRound > pr.readRoundAcked) {
+      pr.readRoundAcked = readRound;
+      this.confirmReads();
     }
   }
 
@@ -620,11 +647,7 @@ export class RaftCore {
   private handleAppendResp(m: AppendResponse): void {
     const pr = this.progress.get(m.from);
     if (!pr) return;
-    pr.recentActive = true;
-    if (m.readRound > pr.readRoundAcked) {
-      pr.readRoundAcked = m.readRound;
-      this.confirmReads();
-    }
+    this.heardFrom(pr, m.readRound);
     if (!m.success) {
       const rejected = m.matchIndex;
       if (rejected === pr.match && pr.match > 0 && m.hintTerm === 0 && m.hintIndex <= pr.match) {
@@ -786,15 +809,20 @@ export class RaftCore {
     return true;
   }
 
-  /** A heartbeat carries the commit index (bounded by what the follower holds) and the ReadIndex round. */
+  /**
+   * A heartbeat carries the commit index (bounded by what the follower holds) and the ReadIndex round.
+   * A follower that cannot take an append (it is being sent a snapshot, or what it acknowledged was
+   * compacted away) still gets one that needs nothing from the log, so check-quorum counts it alive.
+   */
   private sendHeartbeat(peer: NodeId, pr: Progress): void {
     if (pr.state !== "snapshot" && !this.isPaused(pr) && pr.next <= this.lastIndex()) {
       if (this.sendAppend(peer, pr)) return;
     }
     const prevIndex = pr.match;
-    const prevTerm = this.termAt(prevIndex);
+    const prevTerm = pr.state === "snapshot" ? undefined : this.termAt(prevIndex);
     if (prevTerm === undefined) {
-      if (pr.state !== "snapshot") this.sendAppend(peer, pr, true);
+      if (pr.state !== "snapshot" && this.sendAppend(peer, pr, true)) return;
+      this.send({ type: "hb", from: this.id, to: peer, term: this.term, readRound: this.readRound });
       return;
     }
     this.send({
@@ -906,6 +934,25 @@ export class RaftCore {
     if (!pr || pr.state !== "snapshot") return;
     if (!ok) this.toProbe(pr, pr.match + 1);
     // On success, wait for the follower's append response to move to replicate.
+  }
+
+  /**
+   * Follower: the runtime received a chunk of a snapshot that `leader` streams in `term`. It counts as
+   * contact from the leader (a long transfer must not time the follower out into an election).
+   */
+  snapshotChunkReceived(leader: NodeId, term: number): void {
+    if (leader === this.id || !this.voters.includes(leader) || term < this.term) return;
+    if (term > this.term) this.becomeFollower(term, leader);
+    else if (this.role === "leader") return; // a confused peer; the chunk itself will be refused
+    this.acceptLeader(leader);
+  }
+
+  /** Leader: the snapshot stream to `peer` made progress, so the peer is alive and the transfer not stalled. */
+  snapshotStreamProgress(peer: NodeId): void {
+    const pr = this.role === "leader" ? this.progress.get(peer) : undefined;
+    if (!pr || pr.state !== "snapshot") return;
+    pr.recentActive = true;
+    pr.stallTicks = 0;
   }
 
   /** Start an election now instead of waiting for the timeout (used by tests). */

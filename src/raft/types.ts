@@ -89,12 +89,29 @@ export interface SnapshotRequest extends MessageBase {
   snapshot: SnapshotMeta & { data?: Uint8Array };
 }
 
+/**
+ * A heartbeat that depends on nothing in the log: it keeps a follower's election timer reset and
+ * confirms ReadIndex rounds while the follower cannot take appends (it is being sent a snapshot, or
+ * the entry it last acknowledged was compacted away). It carries no commit index.
+ */
+export interface HeartbeatRequest extends MessageBase {
+  type: "hb";
+  readRound: number;
+}
+
+export interface HeartbeatResponse extends MessageBase {
+  type: "hbResp";
+  readRound: number;
+}
+
 export type Message =
   | VoteRequest
   | VoteResponse
   | AppendRequest
   | AppendResponse
-  | SnapshotRequest;
+  | SnapshotRequest
+  | HeartbeatRequest
+  | HeartbeatResponse;
 
 /** A confirmed linearizable read: the caller may serve `ctx` once applied >= index. */
 export interface ReadState {

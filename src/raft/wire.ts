@@ -48,6 +48,10 @@ export function parseMessage(x: unknown): Message | string {
       if (!s || !isIndex(s.index) || !isIndex(s.term) || (s.data !== undefined && !isBytes(s.data))) return "bad snap";
       break;
     }
+    case "hb":
+    case "hbResp":
+      if (!isIndex(m.readRound)) return `bad ${m.type}`;
+      break;
     default:
       return `unknown message type ${JSON.stringify(m.type)}`;
   }

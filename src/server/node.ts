@@ -460,6 +460,8 @@ export class RaftKvNode {
           data: snap.data.subarray(offset, Math.min(total, offset + SNAPSHOT_CHUNK_BYTES)),
         };
         if (!conn.send(chunk)) throw new Error("send queue full");
+        // The previous chunks left the queue: the follower is alive and the transfer not stalled.
+        this.core.snapshotStreamProgress(peerId);
         if (total === 0) break;
       }
       while (conn.queuedBytes > 0 && !conn.closed) await Bun.sleep(2);
@@ -478,6 +480,7 @@ export class RaftKvNode {
   private onSnapChunk(f: SnapChunkFrame): void {
     if (
       typeof f.from !== "number" ||
+      typeof f.term !== "number" ||
       typeof f.index !== "number" ||
       typeof f.offset !== "number" ||
       typeof f.total !== "number" ||
@@ -486,6 +489,9 @@ export class RaftKvNode {
       this.log.warn("ignored a malformed snapshot chunk");
       return;
     }
+    // Each chunk is contact from the leader: a long transfer must not time this node out into an election.
+    this.core.snapshotChunkReceived(f.from, f.term);
+    this.scheduleReady();
     let inc = this.incomingSnapshots.get(f.from);
     if (f.offset === 0) {
       inc = { index: f.index, term: f.snapTerm, parts: [], received: 0, total: f.total };

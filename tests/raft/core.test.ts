@@ -235,6 +235,38 @@ describe("replication", () => {
     expect(rds.flatMap((r) => r.entries)).toEqual([]); // nothing rewritten on disk either
   });
 
+  test("a follower's commit is min(leader commit, index of the last new entry of the append)", () => {
+    // Entries 4 and 5 are of an old term and may conflict with the leader's log: the append covers
+    // only up to 3, so the leader's commit of 5 must not commit them.
+    const f = node(2, [1, 2, 3], init(1, entries(1, 1, 1, 1, 1)));
+    f.step({ type: "app", from: 1, to: 2, term: 2, prevIndex: 2, prevTerm: 1, entries: entries(1, 1, 1).slice(2), commit: 5, readRound: 0 });
+    drain(f);
+    expect(f.lastIndex()).toBe(5);
+    expect(f.commit).toBe(3);
+    // A heartbeat (no entries) commits only up to its previous entry, which it proved matches.
+    f.step({ type: "app", from: 1, to: 2, term: 2, prevIndex: 4, prevTerm: 1, entries: [], commit: 5, readRound: 0 });
+    drain(f);
+    expect(f.commit).toBe(4);
+  });
+
+  test("stale-append filter: a late append below the commit index truncates nothing and is not refused", () => {
+    // Log 1..8, commit 5. A late append of 3..6 (prevIndex 2) overlaps the commit index: nothing is cut.
+    const f = node(2, [1, 2, 3], init(1, entries(1, 1, 1, 1, 1, 1, 1, 1), 5));
+    f.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 2, prevTerm: 1, entries: entries(1, 1, 1, 1, 1, 1).slice(2), commit: 5, readRound: 0 });
+    let rds = drain(f);
+    expect(f.lastIndex()).toBe(8);
+    expect(rds.flatMap((r) => r.entries)).toEqual([]);
+    expect(rds.flatMap((r) => r.messages)).toEqual([expect.objectContaining({ type: "appResp", success: true, matchIndex: 6 })]);
+    // A follower that installed a snapshot at 10 no longer holds entry 3: a late append at prevIndex 3
+    // is answered with what it has committed, not refused (which would send the leader probing back).
+    const g = node(2, [1, 2, 3], { hardState: { term: 1, vote: NONE, commit: 10 }, entries: [], snapshot: { index: 10, term: 1 } });
+    g.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 3, prevTerm: 1, entries: entries(1, 1, 1, 1, 1).slice(3), commit: 4, readRound: 0 });
+    rds = drain(g);
+    expect(g.lastIndex()).toBe(10);
+    expect(rds.flatMap((r) => r.entries)).toEqual([]);
+    expect(rds.flatMap((r) => r.messages)).toEqual([expect.objectContaining({ type: "appResp", success: true, matchIndex: 10 })]);
+  });
+
   test("a real conflict truncates the follower's suffix and the Ready says to rewrite from there", () => {
     const f = node(2, [1, 2, 3], init(1, entries(1, 1, 1, 1, 1)));
     const fresh: Entry[] = [
@@ -375,5 +407,86 @@ describe("ReadIndex", () => {
     expect(n1.commit).toBeGreaterThanOrEqual(1);
     expect(states.length).toBe(1);
     expect(states[0]).toBeGreaterThanOrEqual(1); // at least the no-op's index, never the stale 0
+  });
+});
+
+describe("long snapshot transfers (issue 8, bug 6)", () => {
+  /** Leader 1 with follower 3 in snapshot state: 3 acknowledged index 1, then fell behind a compaction. */
+  function leaderSendingSnapshotTo3() {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    expect(n1.status().progress![3]!.match).toBe(1);
+    for (let i = 0; i < 5; i++) n1.propose(enc(`v${i}`));
+    exchange(nodes, msgs(n1), (m) => m.to === 3 || m.from === 3);
+    n1.compact(n1.applied);
+    // The appends to 3 count as lost after a while; the leader then finds 3's next entry compacted.
+    let snap: Message | undefined;
+    for (let i = 0; i < 20 && !snap; i++) {
+      n1.tick();
+      snap = msgs(n1).find((m) => m.type === "snap" && m.to === 3);
+    }
+    expect(snap).toBeDefined(); // the transfer starts (and, in these tests, never finishes)
+    return { nodes, n1 };
+  }
+
+  test("a follower being sent a snapshot still gets heartbeats, and check-quorum counts it", () => {
+    const { nodes, n1 } = leaderSendingSnapshotTo3();
+    const term = n1.term;
+    // Node 2 goes away: the leader keeps its majority only through node 3, which is mid-transfer.
+    for (let i = 0; i < 50; i++) {
+      n1.tick();
+      exchange(nodes, msgs(n1), (m) => m.to === 2 || m.from === 2 || m.type === "snap");
+    }
+    expect(n1.role).toBe("leader");
+    expect(n1.term).toBe(term);
+    expect(nodes.get(3)!.leader).toBe(1);
+  });
+
+  test("a read is confirmed through a follower that is being sent a snapshot", () => {
+    const { nodes, n1 } = leaderSendingSnapshotTo3();
+    n1.readIndex(11);
+    const reads = exchange(nodes, msgs(n1), (m) => m.to === 2 || m.from === 2 || m.type === "snap");
+    expect(reads.map((r) => r.ctx)).toEqual([11]);
+  });
+
+  test("snapshot chunks count as contact from the leader: the follower does not campaign", () => {
+    const f = node(3);
+    f.step({ type: "app", from: 1, to: 3, term: 2, prevIndex: 0, prevTerm: 0, entries: [], commit: 0, readRound: 0 });
+    drain(f);
+    const sent: Message[] = [];
+    for (let i = 0; i < 50; i++) {
+      f.tick();
+      f.snapshotChunkReceived(1, 2); // only chunks arrive: the leader's appends are queued behind them
+      sent.push(...msgs(f));
+    }
+    expect(sent.filter((m) => m.type === "vote")).toEqual([]);
+    expect(f.role).toBe("follower");
+    expect(f.leader).toBe(1);
+    expect(f.term).toBe(2);
+  });
+
+  test("a chunk of a newer term makes the node a follower of its sender; one of an older term is ignored", () => {
+    const f = node(3);
+    f.snapshotChunkReceived(1, 4);
+    expect([f.term, f.leader, f.role]).toEqual([4, 1, "follower"]);
+    f.snapshotChunkReceived(2, 3);
+    expect([f.term, f.leader]).toEqual([4, 1]);
+    expect(drain(f)[0]!.hardState).toEqual({ term: 4, vote: NONE, commit: 0 });
+  });
+
+  test("a snapshot stream making progress keeps its peer active and the transfer alive", () => {
+    const { nodes, n1 } = leaderSendingSnapshotTo3();
+    const term = n1.term;
+    // Neither follower answers (node 3 is busy receiving), but the stream to node 3 moves.
+    const resent: Message[] = [];
+    for (let i = 0; i < 60; i++) {
+      n1.tick();
+      n1.snapshotStreamProgress(3);
+      resent.push(...msgs(n1).filter((m) => m.type === "snap"));
+    }
+    expect(n1.role).toBe("leader");
+    expect(n1.term).toBe(term);
+    expect(resent).toEqual([]); // not restarted as stalled
+    expect(nodes.size).toBe(3);
   });
 });

@@ -1,0 +1,62 @@
+// raftkv serve: run one node of the cluster.
+
+import type { CAC } from "cac";
+import { loadNodesConf } from "../config";
+import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
+import { isLogLevel } from "../server/log";
+import { parseTtlMs, positiveInt, run, UsageError } from "./common";
+
+export function registerServe(cli: CAC): void {
+  cli
+    .command("serve <id> [config]", "Run node <id> of the cluster listed in [config] (default ./nodes.conf)")
+    .option("--data-dir <dir>", "Where this node keeps its log and snapshots (default ./data/node-<id>)")
+    .option("--heartbeat-ms <ms>", "Leader heartbeat interval", { default: DEFAULT_HEARTBEAT_MS })
+    .option("--election-ms <ms>", "Base election timeout (randomized up to 2x)", { default: DEFAULT_ELECTION_MS })
+    .option("--snapshot-entries <n>", "Snapshot and compact the log after n applied entries (and once the log since the last snapshot is a quarter of the state)", { default: DEFAULT_SNAPSHOT_ENTRIES })
+    .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
+    .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
+    .option("--log-format <format>", "text or json", { default: "text" })
+    .option("--http-port <port>", "Also serve GET /health, /status and /metrics (Prometheus) over HTTP on this port")
+    .option("--session-ttl <ttl>", "Forget a client's exactly-once session after this idle time (use the same on every node)", { default: "10m" })
+    .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
+    .example("raftkv serve 0 nodes.conf")
+    .action((idText: string, configPath: string | undefined, flags) =>
+      run(async () => {
+        if (!/^\d+$/.test(String(idText))) throw new UsageError(`node id must be a number, got ${JSON.stringify(idText)}`);
+        const id = Number(idText);
+        const nodes = loadNodesConf(configPath ?? "nodes.conf");
+        if (!isLogLevel(flags.logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error`);
+        if (flags.logFormat !== "text" && flags.logFormat !== "json") throw new UsageError(`--log-format must be text or json`);
+        for (const [name, v] of [["--heartbeat-ms", flags.heartbeatMs], ["--election-ms", flags.electionMs], ["--snapshot-entries", flags.snapshotEntries]] as const) {
+          if (!Number.isInteger(Number(v)) || Number(v) <= 0) throw new UsageError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
+        }
+        let node: RaftKvNode;
+        try {
+          node = new RaftKvNode({
+            id,
+            nodes,
+            dataDir: flags.dataDir ?? `data/node-${id}`,
+            heartbeatMs: Number(flags.heartbeatMs),
+            electionMs: Number(flags.electionMs),
+            snapshotEntries: Number(flags.snapshotEntries),
+            logLevel: flags.logLevel,
+            logFormat: flags.logFormat,
+            listenHost: flags.listenHost,
+            groupCommit: flags.groupCommit !== false,
+            sessionTtlMs: parseTtlMs(String(flags.sessionTtl)),
+            httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
+          });
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+        await node.start();
+        await new Promise<void>((resolve) => {
+          const shutdown = () => {
+            node.stop().finally(resolve);
+          };
+          process.once("SIGINT", shutdown);
+          process.once("SIGTERM", shutdown);
+        });
+      }),
+    );
+}
