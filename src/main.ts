@@ -13,6 +13,7 @@ import { registerLock } from "./cli/lock";
 import { registerBench } from "./cli/bench";
 import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
+import { registerCerts } from "./cli/certs";
 
 const cli = cac("raftkv");
 
@@ -24,6 +25,7 @@ registerLock(cli);
 registerBench(cli);
 registerStatus(cli);
 registerCluster(cli);
+registerCerts(cli);
 
 cli.help();
 cli.version(VERSION);

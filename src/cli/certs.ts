@@ -13,8 +13,10 @@ import * as x509 from "@peculiar/x509";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import type { NodeAddr } from "../config";
+import type { CAC } from "cac";
+import { loadNodesConf, type NodeAddr } from "../config";
 import { CA_FILE, CA_KEY_FILE, CLIENT_ROLES, nodeCertName, type ClientRole } from "../net/tls";
+import { run, UsageError } from "./common";
 
 x509.cryptoProvider.set(globalThis.crypto);
 
@@ -26,7 +28,7 @@ export const CA_VALID_DAYS = 3650;
 const BACKDATE_MS = 5 * 60_000;
 const DAY_MS = 86_400_000;
 
-export class CertsError extends Error {}
+export class CertsError extends UsageError {}
 
 interface KeyPairPem {
   cert: string;
@@ -154,4 +156,32 @@ export async function certsClient(dir: string, name: string, role: string, valid
   }
   const ca = await loadCa(dir);
   return writePair(dir, name, await issueCertificate(ca, { cn: name, ou: role as ClientRole }, validDays));
+}
+
+export function registerCerts(cli: CAC): void {
+  cli
+    .command("certs <action> [arg]", "TLS certificates: `certs init [config]` makes a cluster CA, node and admin certificates; `certs client NAME --role R` adds a client")
+    .option("--out <dir>", "init: where to write the certificates", { default: "certs" })
+    .option("--certs <dir>", "client: the certs directory holding the cluster CA", { default: "certs" })
+    .option("--role <role>", "client: read (get, range, watch, status), write (also put, del, cas, txn, leases, lock, elect) or admin (everything)")
+    .example("raftkv certs init nodes.conf              # writes certs/: ca.pem ca.key node-<id>.pem/.key admin.pem/.key")
+    .example("raftkv certs client reporting --role read # writes certs/reporting.pem and certs/reporting.key")
+    .action((action: string, arg: string | undefined, flags: { out: string; certs: string; role?: string }) =>
+      run(async () => {
+        let written: string[];
+        let dir: string;
+        if (action === "init") {
+          dir = String(flags.out);
+          written = await certsInit(loadNodesConf(arg ?? "nodes.conf"), dir);
+        } else if (action === "client") {
+          if (!arg) throw new UsageError("usage: raftkv certs client NAME --role read|write|admin [--certs DIR]");
+          if (!flags.role) throw new UsageError(`--role is required: one of ${CLIENT_ROLES.join(", ")}`);
+          dir = String(flags.certs);
+          written = await certsClient(dir, arg, String(flags.role));
+        } else {
+          throw new UsageError(`unknown certs action ${JSON.stringify(action)}: init or client`);
+        }
+        console.log(`wrote ${written.map((f) => join(dir, f)).join(" ")}`);
+      }),
+    );
 }

@@ -22,7 +22,7 @@ import type {
   TxnCommand,
   TxnResult,
 } from "../kv/types";
-import { dialFrames, type FramedConn } from "../net";
+import { dialFrames, TlsError, type FramedConn, type TlsMaterial } from "../net";
 import type { ClientOp, NodeStatus, ResponseFrame } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
@@ -38,6 +38,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Identifies this client's session for exactly-once writes. Default: a random UUID. */
   clientId?: string;
+  /** Mutual TLS: the cluster CA and this client's certificate and key (PEM), for a cluster run with --certs. */
+  tls?: TlsMaterial;
 }
 
 const RETRYABLE = new Set(["NOT_LEADER", "NO_LEADER", "LEADERSHIP_LOST", "TOO_BUSY", "SHUTTING_DOWN", "CONNECTION"]);
@@ -58,6 +60,7 @@ export class RaftKvClient {
   readonly endpoints: string[];
   readonly timeoutMs: number;
   readonly clientId: string;
+  private readonly tls: TlsMaterial | undefined;
   private readonly freeLanes: { id: string; seq: number }[] = [];
   private laneCount = 0;
   private nextId = 1;
@@ -71,6 +74,7 @@ export class RaftKvClient {
     this.endpoints = opts.endpoints.map((e) => formatAddr(parseEndpoint(e)));
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.clientId = opts.clientId ?? crypto.randomUUID();
+    this.tls = opts.tls;
     if (this.clientId.length > 100) throw new RaftKvError("BAD_REQUEST", "clientId must be at most 100 characters");
   }
 
@@ -127,29 +131,39 @@ export class RaftKvClient {
    */
   watch(key: Bytes, opts: WatchOptions & { prefix?: boolean; rangeEnd?: Bytes } = {}): Watch {
     const selector = { key: toBytes(key), ...(opts.prefix ? { prefix: true } : {}), ...(opts.rangeEnd ? { rangeEnd: toBytes(opts.rangeEnd) } : {}) };
-    return new Watch(this.endpoints, selector, opts);
+    return new Watch(this.endpoints, selector, opts, this.tls);
   }
 
   /** Status of one node (every endpoint when called through statusAll). */
   async status(endpoint: string): Promise<NodeStatus> {
     const addr = formatAddr(parseEndpoint(endpoint));
     const deadline = Date.now() + this.timeoutMs;
-    const res = await this.attempt(addr, { op: "status" }, deadline);
+    let res: ResponseFrame;
+    try {
+      res = await this.attempt(addr, { op: "status" }, deadline);
+    } catch (err) {
+      throw err instanceof TlsError ? new RaftKvError("TLS", err.message) : err;
+    }
     if (!res.ok) throw new RaftKvError(res.code, res.message);
     return res.result as NodeStatus;
   }
 
   /** Status of every endpoint; unreachable ones are reported with the error. */
   async statusAll(): Promise<{ endpoint: string; status?: NodeStatus; error?: string }[]> {
-    return Promise.all(
+    let tlsFailure: RaftKvError | undefined;
+    const rows = await Promise.all(
       this.endpoints.map(async (endpoint) => {
         try {
           return { endpoint, status: await this.status(endpoint) };
         } catch (err) {
+          if (err instanceof RaftKvError && err.code === "TLS") tlsFailure = err;
           return { endpoint, error: (err as Error).message };
         }
       }),
     );
+    // No node answered and TLS is why: that is this client's configuration, not an outage.
+    if (tlsFailure && !rows.some((r) => r.status)) throw tlsFailure;
+    return rows;
   }
 
   close(): void {
@@ -195,6 +209,8 @@ export class RaftKvClient {
       try {
         res = await this.attempt(target, op, deadline);
       } catch (err) {
+        // A TLS or certificate problem is this client's configuration, not an outage: no retry.
+        if (err instanceof TlsError) throw new RaftKvError("TLS", err.message);
         if (this.leader === target) this.leader = null;
         lastCode = "CONNECTION";
         lastMessage = `${target}: ${(err as Error).message}`;
@@ -267,6 +283,7 @@ export class RaftKvClient {
     if (existing) return existing;
     const { host, port } = parseEndpoint(addr);
     const pending: Conn["pending"] = new Map();
+    let failure: Error | undefined; // why the connection ended, when the other end said (TLS, refusal)
     const p = dialFrames(
       host,
       port,
@@ -278,11 +295,15 @@ export class RaftKvClient {
           pending.delete(res.id);
           waiter.resolve(res);
         },
+        onError: (_conn, err) => {
+          failure = err;
+        },
         onClose: () => {
           this.conns.delete(addr);
-          for (const w of pending.values()) w.reject(new Error("connection lost"));
+          for (const w of pending.values()) w.reject(failure ?? new Error("connection lost"));
           pending.clear();
         },
+        tls: this.tls,
       },
       timeoutMs,
     ).then(
