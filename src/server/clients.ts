@@ -1,0 +1,157 @@
+// Client requests: parse and route each request frame, hold it until the runtime has an outcome
+// (a committed write, a confirmed read), and reply on the connection it came from.
+
+import { formatAddr, type NodeAddr } from "../config";
+import { encodeLogCommand, parseRangeRequest } from "../kv/codec";
+import { isKvError } from "../kv/errors";
+import type { ApplyResult, Command, RangeRequest } from "../kv/types";
+import type { FramedConn } from "../net";
+import { NONE } from "../raft/types";
+import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame } from "../protocol";
+import type { Clock, Failure, NodeRuntime } from "./runtime";
+import type { Watches } from "./watches";
+
+/** Requests a leader holds awaiting commit or read confirmation before it answers TOO_BUSY. */
+export const MAX_PENDING_REQUESTS = 20_000;
+
+/** What the client side needs of a connection (FramedConn in production). */
+export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
+
+export interface ClientServiceDeps {
+  runtime: NodeRuntime;
+  watches: Watches;
+  clock: Clock;
+  /** Every node's address, for leader hints. */
+  nodes: NodeAddr[];
+  status: () => NodeStatus;
+}
+
+export class ClientService {
+  private readonly runtime: NodeRuntime;
+  private readonly watches: Watches;
+  private readonly clock: Clock;
+  private readonly nodes: NodeAddr[];
+  private readonly status: () => NodeStatus;
+
+  constructor(deps: ClientServiceDeps) {
+    this.runtime = deps.runtime;
+    this.watches = deps.watches;
+    this.clock = deps.clock;
+    this.nodes = deps.nodes;
+    this.status = deps.status;
+  }
+
+  private get id(): number {
+    return this.runtime.id;
+  }
+
+  leaderHint(): LeaderHint | undefined {
+    const leader = this.runtime.leader;
+    if (leader === NONE || leader === this.id) return undefined;
+    const addr = this.nodes.find((n) => n.id === leader);
+    return addr ? { id: leader, addr: formatAddr(addr) } : undefined;
+  }
+
+  private notLeader(conn: ClientConn, reqId: number): void {
+    const hint = this.leaderHint();
+    if (hint) {
+      this.reply(conn, reqId, { code: "NOT_LEADER", message: `node ${this.id} is not the leader; node ${hint.id} at ${hint.addr} is`, leader: hint });
+    } else {
+      this.reply(conn, reqId, { code: "NO_LEADER", message: `no quorum: node ${this.id} cannot reach a majority (leader unknown)` });
+    }
+  }
+
+  onRequest(conn: ClientConn, req: RequestFrame): void {
+    if (typeof req.id !== "number") throw new Error("request without an id");
+    try {
+      this.handleRequest(conn, req);
+    } catch (err) {
+      if (isKvError(err)) this.reply(conn, req.id, { code: err.code, message: err.message });
+      else this.reply(conn, req.id, { code: "BAD_REQUEST", message: (err as Error).message });
+    }
+  }
+
+  private handleRequest(conn: ClientConn, req: RequestFrame & ClientOp): void {
+    switch (req.op) {
+      case "status":
+        this.replyOk(conn, req.id, this.status());
+        return;
+      case "range": {
+        const range = parseRangeRequest(req.range);
+        if (req.serializable) {
+          this.serveRange(conn, req.id, range);
+          return;
+        }
+        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
+        if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
+          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
+        }
+        this.runtime.readIndex({
+          ready: () => this.serveRange(conn, req.id, range),
+          failed: (f) => this.fail(conn, req.id, f),
+        });
+        return;
+      }
+      case "watch":
+        this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0);
+        return;
+      case "write": {
+        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
+        if (this.runtime.pendingWriteCount >= MAX_PENDING_REQUESTS) {
+          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} writes pending; retry later` });
+        }
+        const hasSession = typeof req.clientId === "string" && typeof req.seq === "number";
+        // Encoding validates the command: bad input is refused (KvError, with what is wrong) before it
+        // can reach the log.
+        const data = encodeLogCommand({
+          cmd: this.stampLeaseCommand(req.cmd),
+          now: this.clock.wallNow(),
+          ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
+        });
+        this.runtime.propose(data, {
+          applied: (result) => this.replyApplied(conn, req.id, result),
+          failed: (f) => this.fail(conn, req.id, f),
+        });
+        return;
+      }
+      default:
+        throw new Error(`unknown request op ${JSON.stringify((req as { op?: unknown }).op)}`);
+    }
+  }
+
+  /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */
+  private stampLeaseCommand(cmd: Command): Command {
+    const op = (cmd as { op?: unknown } | null)?.op;
+    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.clock.wallNow() } as Command;
+    if (op === "leaseExpire" || op === "leaseRefreshAll") throw new Error(`${op} is proposed by the leader itself, not by clients`);
+    return cmd;
+  }
+
+  private replyApplied(conn: ClientConn, reqId: number, result: ApplyResult | null): void {
+    if (!result) return;
+    if (result.ok) {
+      // The previous value a put replaced is not sent back: clients do not ask for it.
+      const r = result.result;
+      this.replyOk(conn, reqId, r.op === "put" && r.prev ? { op: "put", revision: r.revision } : r);
+    } else {
+      this.reply(conn, reqId, { code: result.error.code, message: result.error.message });
+    }
+  }
+
+  private fail(conn: ClientConn, reqId: number, f: Failure): void {
+    this.reply(conn, reqId, { code: f.code, message: f.message, ...(f.leaderHint ? { leader: this.leaderHint() } : {}) });
+  }
+
+  private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
+    this.replyOk(conn, reqId, this.runtime.kv.range(range));
+  }
+
+  private replyOk(conn: ClientConn, id: number, result: unknown): void {
+    if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
+  }
+
+  private reply(conn: ClientConn, id: number, err: { code: ErrorCode; message: string; leader?: LeaderHint }): void {
+    if (conn.closed) return;
+    conn.send({ k: "res", id, ok: false, code: err.code, message: err.message, ...(err.leader ? { leader: err.leader } : {}) });
+  }
+}

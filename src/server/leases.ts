@@ -1,0 +1,49 @@
+// Lease expiry on the leader. Lease commands carry the leader's clock; the leader checks for expired
+// leases every LEASE_CHECK_MS and proposes one leaseExpire through the log. A new leader first proposes
+// leaseRefreshAll(now) (leases were timed by the previous leader's clock) and expires nothing until that
+// is applied.
+
+import { encodeLogCommand, extendAllLeasesCommand, leaseExpireCommand } from "../kv/codec";
+import type { Logger } from "./log";
+import type { Clock, NodeRuntime } from "./runtime";
+
+/** How often a leader looks for expired leases. */
+export const LEASE_CHECK_MS = 100;
+
+export class LeaseKeeper {
+  /** Leader only: index of this term's lease refresh; lease expiry waits until it is applied. */
+  private refreshIndex = 0;
+  /** Leader only: index of a proposed lease expiry not yet applied. */
+  private expireIndex = 0;
+
+  constructor(
+    private readonly runtime: NodeRuntime,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {
+    runtime.onBecameLeader.push(() => this.becameLeader());
+  }
+
+  private becameLeader(): void {
+    // Give every lease a full TTL from now, so a leader change never expires a lease early.
+    this.expireIndex = 0;
+    const now = this.clock.wallNow();
+    this.refreshIndex = this.runtime.propose(encodeLogCommand({ cmd: extendAllLeasesCommand(now), now }))?.index ?? 0;
+  }
+
+  /** Propose the expiry of leases past their TTL (leader only, called every LEASE_CHECK_MS). */
+  expire(): void {
+    const rt = this.runtime;
+    if (rt.role !== "leader" || rt.isStopped) return;
+    const applied = rt.applied;
+    if (this.refreshIndex === 0 || applied < this.refreshIndex || applied < this.expireIndex) return;
+    const now = this.clock.wallNow();
+    const ids = rt.kv.expiredLeases(now);
+    if (!ids.length) return;
+    const at = rt.propose(encodeLogCommand({ cmd: leaseExpireCommand(ids, now), now }));
+    if (at) {
+      this.expireIndex = at.index;
+      this.log.info("expiring leases", { ids: ids.length <= 10 ? ids : `${ids.length} leases` });
+    }
+  }
+}
