@@ -1,10 +1,13 @@
 // raftkv serve: run one node of the cluster.
 
 import type { CAC } from "cac";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { loadNodesConf } from "../config";
+import { CA_FILE, DEFAULT_NET_LIMITS, describeNetLimits, nodeCertName } from "../net";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
-import { parseTtlMs, positiveInt, run, UsageError } from "./common";
+import { parseTtlMs, positiveInt, run, tlsFilesFrom, UsageError } from "./common";
 
 export function registerServe(cli: CAC): void {
   cli
@@ -18,13 +21,24 @@ export function registerServe(cli: CAC): void {
     .option("--log-format <format>", "text or json", { default: "text" })
     .option("--http-port <port>", "Also serve GET /health, /status and /metrics (Prometheus) over HTTP on this port")
     .option("--session-ttl <ttl>", "Forget a client's exactly-once session after this idle time (use the same on every node)", { default: "10m" })
+    .option("--certs <dir>", "Mutual TLS with the certificates of `raftkv certs init` (ca.pem, node-<id>.pem/.key); on by default when certs/ sits beside the config")
+    .option("--ca <file>", "TLS: the cluster CA certificate (with --cert and --key, instead of --certs)")
+    .option("--cert <file>", "TLS: this node's certificate")
+    .option("--key <file>", "TLS: this node's private key")
+    .option("--max-connections <n>", "Connections open at once, peers included", { default: DEFAULT_NET_LIMITS.maxConnections })
+    .option("--max-connections-per-address <n>", "Connections open at once from one remote address", { default: DEFAULT_NET_LIMITS.maxConnectionsPerAddress })
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
     .example("raftkv serve 0 nodes.conf")
+    .example("raftkv serve 0 nodes.conf --certs certs    # mutual TLS; SIGHUP re-reads the certificate files")
+    .example(`\nLimits of the node port (over a limit the client gets a clear error or a logged disconnect):\n${describeNetLimits()}`)
     .action((idText: string, configPath: string | undefined, flags) =>
       run(async () => {
         if (!/^\d+$/.test(String(idText))) throw new UsageError(`node id must be a number, got ${JSON.stringify(idText)}`);
         const id = Number(idText);
-        const nodes = loadNodesConf(configPath ?? "nodes.conf");
+        const conf = configPath ?? "nodes.conf";
+        const nodes = loadNodesConf(conf);
+        const beside = join(dirname(conf), "certs");
+        const tls = tlsFilesFrom(flags, nodeCertName(id), existsSync(join(beside, CA_FILE)) ? beside : undefined);
         if (!isLogLevel(flags.logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error`);
         if (flags.logFormat !== "text" && flags.logFormat !== "json") throw new UsageError(`--log-format must be text or json`);
         for (const [name, v] of [["--heartbeat-ms", flags.heartbeatMs], ["--election-ms", flags.electionMs], ["--snapshot-entries", flags.snapshotEntries]] as const) {
@@ -45,6 +59,11 @@ export function registerServe(cli: CAC): void {
             groupCommit: flags.groupCommit !== false,
             sessionTtlMs: parseTtlMs(String(flags.sessionTtl)),
             httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
+            tls,
+            limits: {
+              maxConnections: positiveInt("--max-connections", flags.maxConnections),
+              maxConnectionsPerAddress: positiveInt("--max-connections-per-address", flags.maxConnectionsPerAddress),
+            },
           });
         } catch (err) {
           throw new UsageError((err as Error).message);
@@ -56,6 +75,7 @@ export function registerServe(cli: CAC): void {
           };
           process.once("SIGINT", shutdown);
           process.once("SIGTERM", shutdown);
+          process.on("SIGHUP", () => node.reloadTls());
         });
       }),
     );

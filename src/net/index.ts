@@ -15,10 +15,8 @@ export {
   type FramedConnHandlers,
   type FramedConnOptions,
 } from "./conn";
+export { connectionsWithinFileLimit, DEFAULT_NET_LIMITS, describeNetLimits, type NetLimits } from "./limits";
 export {
-  DEFAULT_FRAME_TIMEOUT_MS,
-  DEFAULT_MAX_CONNECTIONS,
-  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   listenFrames,
   type FrameListener,
   type ListenFramesOptions,

@@ -5,14 +5,9 @@
 import type { Socket } from "bun";
 import { FramedConn, type FramedConnOptions } from "./conn";
 import { encodeFrame } from "./framing";
+import { DEFAULT_NET_LIMITS } from "./limits";
 import { certIdentity, type CertIdentity, type TlsMaterial } from "./tls";
 
-/** Accepted connections at most, peers included. */
-export const DEFAULT_MAX_CONNECTIONS = 4096;
-/** Accepted connections at most from one remote address. */
-export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 512;
-/** A connection that has not completed a frame (or its TLS handshake) for this long is closed. */
-export const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
 /** How often the listener looks for connections over their frame timeout. */
 const SWEEP_EVERY_MS = 1000;
 
@@ -72,9 +67,9 @@ export interface RefusedFrame {
 }
 
 export function listenFrames(options: ListenFramesOptions): FrameListener {
-  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  const maxPerAddress = options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
-  const frameTimeoutMs = options.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS;
+  const maxConnections = options.maxConnections ?? DEFAULT_NET_LIMITS.maxConnections;
+  const maxPerAddress = options.maxConnectionsPerAddress ?? DEFAULT_NET_LIMITS.maxConnectionsPerAddress;
+  const frameTimeoutMs = options.frameTimeoutMs ?? DEFAULT_NET_LIMITS.frameTimeoutMs;
   const connections = new Set<FramedConn>();
   const sockets = new Set<Socket<SocketSlot>>();
   const perAddress = new Map<string, number>();

@@ -3,10 +3,13 @@
 //   GET /status   the same JSON as `raftkv status --json` gives for this node
 //   GET /metrics  Prometheus text format
 
+import type { TlsMaterial } from "../net/tls";
 import type { NodeStatus } from "../protocol";
 
 export interface HttpEndpoints {
   port: number;
+  /** New certificate and key for HTTPS (certificate rotation). */
+  reloadTls(tls: TlsMaterial): void;
   stop(): void;
 }
 
@@ -33,11 +36,16 @@ export function metricsText(s: NodeStatus): string {
   return lines.join("\n") + "\n";
 }
 
-export function serveHttp(hostname: string, port: number, status: () => NodeStatus): HttpEndpoints {
-  const server = Bun.serve({
+/**
+ * With tls, HTTPS with the node's certificate; no client certificate is asked for, so monitoring can
+ * read /health, /status and /metrics (they reveal no keys or values) without one.
+ */
+export function serveHttp(hostname: string, port: number, status: () => NodeStatus, tls?: TlsMaterial): HttpEndpoints {
+  const options = {
     hostname,
     port,
-    fetch(req) {
+    ...(tls ? { tls: { cert: tls.cert, key: tls.key } } : {}),
+    fetch(req: Request) {
       const path = new URL(req.url).pathname;
       if (req.method !== "GET") return new Response("only GET\n", { status: 405 });
       const s = status();
@@ -54,6 +62,15 @@ export function serveHttp(hostname: string, port: number, status: () => NodeStat
           return new Response("not found: try /health, /status or /metrics\n", { status: 404 });
       }
     },
-  });
-  return { port: server.port ?? port, stop: () => server.stop(true) };
+  };
+  let server = Bun.serve(options);
+  const boundPort = server.port ?? port;
+  return {
+    port: boundPort,
+    reloadTls(next) {
+      server.stop(false);
+      server = Bun.serve({ ...options, port: boundPort, tls: { cert: next.cert, key: next.key } });
+    },
+    stop: () => server.stop(true),
+  };
 }
