@@ -112,12 +112,14 @@ export class RaftCore {
   private snapIndex = 0;
   private snapTerm = 0;
   private entries: Entry[] = [];
-  /** Entries at or below this index are on stable storage. */
+  /** Entries at or below this index are on stable storage (the runtime said so with persisted()). */
   private stableIndex = 0;
-  /** Lowest index rewritten since the last Ready (truncation point), or Infinity. */
-  private unstableFrom = Infinity;
+  /** Entries at or below this index were handed to the runtime in a Ready (written or being written). */
+  private acceptedIndex = 0;
 
   applied = 0;
+  /** Committed entries at or below this index were handed to the runtime to apply. */
+  private applyingIndex = 0;
 
   role: Role = "follower";
   leader: NodeId = NONE;
@@ -140,8 +142,8 @@ export class RaftCore {
   private readStates: ReadState[] = [];
   private readFailures: ReadFailure[] = [];
   private pendingSnapshot: Snapshot | null = null;
-  private persistedHardState: HardState;
-  private readyOutstanding = false;
+  /** The hard state last handed out in a Ready. */
+  private acceptedHardState: HardState;
 
   constructor(cfg: RaftConfig, init?: InitialState) {
     assert(cfg.voters.includes(cfg.id), `node ${cfg.id} must be one of the voters`);
@@ -172,9 +174,11 @@ export class RaftCore {
       this.vote = init.hardState.vote;
       this.commit = Math.max(Math.min(init.hardState.commit, this.lastIndex()), this.snapIndex);
       this.applied = this.snapIndex;
+      this.applyingIndex = this.snapIndex;
       this.stableIndex = this.lastIndex();
+      this.acceptedIndex = this.lastIndex();
     }
-    this.persistedHardState = this.hardState();
+    this.acceptedHardState = this.hardState();
     this.resetRandomizedElectionTimeout();
   }
 
@@ -218,7 +222,7 @@ export class RaftCore {
     if (first <= this.lastIndex()) {
       this.entries.length = first - this.snapIndex - 1;
       this.stableIndex = Math.min(this.stableIndex, first - 1);
-      this.unstableFrom = Math.min(this.unstableFrom, first);
+      this.acceptedIndex = Math.min(this.acceptedIndex, first - 1);
     }
     for (const e of newEntries) this.entries.push(e);
   }
@@ -639,7 +643,7 @@ export class RaftCore {
     this.entries = [];
     this.commit = s.index;
     this.stableIndex = s.index;
-    this.unstableFrom = Infinity;
+    this.acceptedIndex = s.index;
     this.pendingSnapshot = { index: s.index, term: s.term, data: s.data };
     this.send(this.appResp(m.from, true, s.index, 0, 0, 0));
   }
@@ -861,33 +865,35 @@ export class RaftCore {
 
   hasReady(): boolean {
     if (this.readRoundRequested || this.pendingAppendBroadcast) return true;
-    const hs = this.persistedHardState;
+    const hs = this.acceptedHardState;
     return (
       this.msgs.length > 0 ||
       this.readStates.length > 0 ||
       this.readFailures.length > 0 ||
       this.pendingSnapshot !== null ||
-      this.lastIndex() > this.stableIndex ||
-      this.unstableFrom !== Infinity ||
-      this.commit > this.applied ||
+      this.lastIndex() > this.acceptedIndex ||
+      this.commit > this.applyingIndex ||
       hs.term !== this.term ||
       hs.vote !== this.vote ||
       hs.commit !== this.commit
     );
   }
 
-  /** Collect what the runtime must do. Must be followed by advance() before any other input. */
+  /**
+   * Collect what the runtime must do: everything since the previous Ready. Inputs may keep arriving
+   * before the runtime reports back (etcd's asynchronous storage writes): the runtime calls
+   * reportApplied(rd) once it applied rd's snapshot and committed entries, and reportPersisted(rd) once rd's hard state and
+   * entries are durable, in the order of the Readies. advance(rd) is both at once.
+   */
   ready(): Ready {
-    assert(!this.readyOutstanding, "ready() called twice without advance()");
     this.flushLeaderOutput();
     const hs = this.hardState();
-    const p = this.persistedHardState;
+    const p = this.acceptedHardState;
     const hardStateChanged = hs.term !== p.term || hs.vote !== p.vote || hs.commit !== p.commit;
-    const from = Math.min(this.unstableFrom, this.stableIndex + 1);
-    const applyFrom = Math.max(this.applied, this.pendingSnapshot?.index ?? 0) + 1;
+    const applyFrom = Math.max(this.applyingIndex, this.pendingSnapshot?.index ?? 0) + 1;
     const rd: Ready = {
       hardState: hardStateChanged ? hs : null,
-      entries: this.slice(from, this.lastIndex()),
+      entries: this.slice(this.acceptedIndex + 1, this.lastIndex()),
       snapshot: this.pendingSnapshot,
       messages: this.msgs,
       committed: this.slice(applyFrom, this.commit),
@@ -897,25 +903,33 @@ export class RaftCore {
     this.msgs = [];
     this.readStates = [];
     this.readFailures = [];
-    this.readyOutstanding = true;
+    this.acceptedHardState = hs;
+    this.acceptedIndex = this.lastIndex();
+    this.applyingIndex = Math.max(this.applyingIndex, this.commit, this.pendingSnapshot?.index ?? 0);
+    this.pendingSnapshot = null;
     return rd;
   }
 
   /** The runtime has persisted, sent and applied everything in `rd`. */
   advance(rd: Ready): void {
-    assert(this.readyOutstanding, "advance() without ready()");
-    this.readyOutstanding = false;
-    if (rd.hardState) this.persistedHardState = rd.hardState;
-    if (rd.snapshot) {
-      this.applied = Math.max(this.applied, rd.snapshot.index);
-      this.pendingSnapshot = null;
-    }
-    if (rd.entries.length) {
-      this.stableIndex = Math.max(this.stableIndex, rd.entries[rd.entries.length - 1]!.index);
-    }
-    this.unstableFrom = Infinity;
-    if (rd.committed.length) this.applied = rd.committed[rd.committed.length - 1]!.index;
-    if (this.role === "leader" && rd.entries.length && this.maybeCommit()) this.pendingAppendBroadcast = true;
+    this.reportApplied(rd);
+    this.reportPersisted(rd);
+  }
+
+  /** The runtime has applied the snapshot and the committed entries of `rd`. */
+  reportApplied(rd: Ready): void {
+    if (rd.snapshot) this.applied = Math.max(this.applied, rd.snapshot.index);
+    if (rd.committed.length) this.applied = Math.max(this.applied, rd.committed[rd.committed.length - 1]!.index);
+  }
+
+  /** The hard state and entries of `rd` (and of every earlier Ready) are durable. */
+  reportPersisted(rd: Ready): void {
+    if (!rd.entries.length) return;
+    const last = rd.entries[rd.entries.length - 1]!;
+    // A later Ready may have replaced these entries (a follower's log truncated meanwhile).
+    if (this.termAt(last.index) !== last.term || last.index > this.acceptedIndex) return;
+    this.stableIndex = Math.max(this.stableIndex, last.index);
+    if (this.role === "leader" && this.maybeCommit()) this.pendingAppendBroadcast = true;
   }
 
   /** The state machine was snapshotted at `index` (<= applied): drop the log up to it. */

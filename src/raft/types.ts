@@ -126,8 +126,10 @@ export interface ReadFailure {
 }
 
 /**
- * Everything the runtime must do after the core changed. Order: persist hardState and entries (fsync),
- * install snapshot, then send messages, then apply committed entries, then call core.advance(ready).
+ * Everything the runtime must do after the core changed: persist entries, then the hard state, and
+ * the snapshot; send messages (those that depend on what this Ready persists only once it is durable);
+ * apply committed entries. Then core.reportApplied(ready), and core.reportPersisted(ready) once it is
+ * durable (core.advance(ready) does both).
  */
 export interface Ready {
   hardState: HardState | null; // non-null when changed since last Ready

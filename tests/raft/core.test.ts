@@ -306,6 +306,41 @@ describe("replication", () => {
     expect(n.commit).toBe(1);
   });
 
+  test("asynchronous writes: inputs between ready() and reportPersisted(); each Ready hands out only what is new", () => {
+    const f = node(2);
+    f.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, entries: entries(1, 1), commit: 0, readRound: 0 });
+    const rd1 = f.ready();
+    expect(rd1.entries.map((e) => e.index)).toEqual([1, 2]);
+    f.reportApplied(rd1);
+    // rd1 is not durable yet; the next append is taken and handed out on its own.
+    f.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 2, prevTerm: 1, entries: [{ index: 3, term: 1, data: enc("e3") }], commit: 2, readRound: 0 });
+    const rd2 = f.ready();
+    expect(rd2.entries.map((e) => e.index)).toEqual([3]);
+    expect(rd2.committed.map((e) => e.index)).toEqual([1, 2]);
+    expect(rd2.hardState).toEqual({ term: 1, vote: NONE, commit: 2 });
+    f.reportApplied(rd2);
+    f.reportPersisted(rd1);
+    f.reportPersisted(rd2);
+    expect(f.applied).toBe(2);
+    expect(f.hasReady()).toBe(false);
+  });
+
+  test("asynchronous writes: a leader counts itself toward a commit only up to what it reported persisted", () => {
+    const nodes = cluster();
+    const n1 = electFirst(nodes, 1);
+    const before = n1.commit;
+    n1.propose(enc("x"));
+    const rd = n1.ready();
+    const index = rd.entries[rd.entries.length - 1]!.index;
+    n1.reportApplied(rd);
+    // Only follower 2 acknowledges: with its own write still pending the leader has no majority.
+    n1.step({ type: "appResp", from: 2, to: 1, term: n1.term, success: true, matchIndex: index, hintIndex: 0, hintTerm: 0, readRound: 0 });
+    n1.reportApplied(n1.ready());
+    expect(n1.commit).toBe(before);
+    n1.reportPersisted(rd);
+    expect(n1.commit).toBe(index);
+  });
+
   test("a follower that lost its log (wiped disk) is detected by a refused heartbeat and caught up", () => {
     const nodes = cluster();
     const n1 = electFirst(nodes, 1);
