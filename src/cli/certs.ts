@@ -122,6 +122,11 @@ export async function issueCertificate(
   return { cert: cert.toString("pem"), key: await exportKey(keys.privateKey) };
 }
 
+/** issueCertificate with the CA kept in dir (ca.pem, ca.key). */
+export async function issueCertificateFromDir(dir: string, subject: Parameters<typeof issueCertificate>[1], validDays = CERT_VALID_DAYS): Promise<KeyPairPem> {
+  return issueCertificate(await loadCa(dir), subject, validDays);
+}
+
 function writePair(dir: string, name: string, pair: KeyPairPem): string[] {
   writeFileSync(join(dir, `${name}.pem`), pair.cert, { mode: 0o644 });
   writeFileSync(join(dir, `${name}.key`), pair.key, { mode: 0o600 });
@@ -154,8 +159,7 @@ export async function certsClient(dir: string, name: string, role: string, valid
   if (!(CLIENT_ROLES as readonly string[]).includes(role)) {
     throw new CertsError(`bad role ${JSON.stringify(role)}: one of ${CLIENT_ROLES.join(", ")}`);
   }
-  const ca = await loadCa(dir);
-  return writePair(dir, name, await issueCertificate(ca, { cn: name, ou: role as ClientRole }, validDays));
+  return writePair(dir, name, await issueCertificateFromDir(dir, { cn: name, ou: role as ClientRole }, validDays));
 }
 
 export function registerCerts(cli: CAC): void {

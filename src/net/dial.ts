@@ -23,10 +23,16 @@ export class RefusedError extends Error {
   }
 }
 
+/** The addresses and names in a certificate's subjectaltname ("IP Address:127.0.0.1, DNS:host"). */
+function certificateNames(subjectAltName: string | undefined): string[] {
+  return (subjectAltName ?? "").split(",").map((part) => part.trim().replace(/^(IP Address|DNS):/, ""));
+}
+
 /** Explains an OpenSSL error for a person: what failed, and what to check. */
 function tlsFailure(target: string, err: Error | null | undefined, when: string): TlsError {
   const reason = err?.message ?? "the connection was closed";
   let hint = "check that the node and this client use certificates of the same cluster CA (--certs)";
+  if (/verify|self.signed|issuer/i.test(reason)) hint = "the node's certificate is not signed by this client's CA: use the certificates of this cluster (--certs)";
   if (/CERTIFICATE_REQUIRED|PEER_DID_NOT_RETURN/i.test(reason)) hint = "the node requires a client certificate: use --certs DIR, --ca/--cert/--key or RAFTKV_CERTS";
   else if (/expired/i.test(reason)) hint = "a certificate has expired: issue a new one with `raftkv certs client`";
   else if (/closed|disconnected|WRONG_VERSION|ECONNRESET/i.test(reason)) hint = "is the node running without TLS? drop --certs (and RAFTKV_CERTS) for a plaintext cluster";
@@ -102,7 +108,9 @@ export function dialFrames(
       connecting = Bun.connect({
         hostname: host,
         port,
-        ...(handlers.tls ? { tls: { ...handlers.tls, serverName: host } } : {}),
+        // rejectUnauthorized: false only so that handshake() learns why a server certificate failed; a
+        // server whose certificate did not verify, or was not issued for `host`, is dropped there.
+        ...(handlers.tls ? { tls: { ...handlers.tls, serverName: host, rejectUnauthorized: false } } : {}),
         socket: {
           binaryType: "uint8array",
           open(socket: Socket<undefined>) {
@@ -119,15 +127,21 @@ export function dialFrames(
               socket.terminate();
               return;
             }
-            if (!success) {
-              socket.terminate();
-              failWith(tlsFailure(target, authorizationError, "handshake"));
+            if (!success || authorizationError || !socket.authorized) {
+              failWith(tlsFailure(target, authorizationError ?? new Error("the node's certificate did not verify"), "handshake"));
+              socket.terminate(); // after failWith: terminate() runs the close handler at once
               return;
             }
-            const identity = certIdentity(socket.getPeerCertificate()?.subject as Record<string, unknown> | undefined);
-            if (typeof identity === "string" || identity.kind !== "node") {
+            const peerCert = socket.getPeerCertificate();
+            if (!certificateNames(peerCert?.subjectaltname).includes(host)) {
+              failWith(new TlsError(`TLS with ${target}: the node's certificate is not issued for ${host} (it names ${peerCert?.subjectaltname ?? "no address"}); reissue it with \`raftkv certs init\``));
               socket.terminate();
+              return;
+            }
+            const identity = certIdentity(peerCert?.subject as Record<string, unknown> | undefined);
+            if (typeof identity === "string" || identity.kind !== "node") {
               failWith(new TlsError(`TLS with ${target}: the server's certificate is not a node certificate of the cluster CA (${typeof identity === "string" ? identity : "a client certificate"})`));
+              socket.terminate();
               return;
             }
             adopt(socket);

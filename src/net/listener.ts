@@ -57,6 +57,8 @@ interface SocketSlot {
   openedAt: number;
   /** Refused for a limit: close once it can be told why (after the TLS handshake). */
   refusal?: string;
+  /** The refusal of this socket has been reported (onRefused). */
+  reported?: boolean;
 }
 
 /** Frame a refused connection is sent before it is closed; clients report its message. */
@@ -81,9 +83,11 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
     },
     onError: options.onError,
   };
-  const refused = (remote: string, reason: string) => {
+  const refused = (slot: SocketSlot, reason: string) => {
+    if (slot.reported) return;
+    slot.reported = true;
     try {
-      options.onRefused?.(remote, reason);
+      options.onRefused?.(slot.remote, reason);
     } catch (err) {
       console.error(`error net: onRefused handler threw: ${String(err)}`);
     }
@@ -100,7 +104,7 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
     });
     slot.conn = conn;
     if (slot.refusal) {
-      refused(slot.remote, slot.refusal);
+      refused(slot, slot.refusal);
       conn.send({ k: "refused", code: "TOO_MANY_CONNECTIONS", message: slot.refusal } satisfies RefusedFrame);
       conn.close(slot.refusal);
       return;
@@ -136,7 +140,7 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
     handshake(socket: Socket<SocketSlot>, success: boolean, authorizationError: Error | null) {
       const slot = socket.data;
       if (!success) {
-        refused(slot.remote, `TLS handshake failed: ${authorizationError?.message ?? "no reason given"}`);
+        refused(slot, `TLS handshake failed: ${authorizationError?.message ?? "no reason given"}`);
         socket.terminate();
         return;
       }
@@ -152,7 +156,7 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
       if (typeof identity === "string") {
         // The TLS session is up but its certificate did not verify (the listener does not let OpenSSL
         // drop it silently): tell the client why, then close. No frame of it is ever read.
-        refused(slot.remote, identity);
+        refused(slot, identity);
         const frame = encodeFrame({ k: "refused", code: "TLS_REFUSED", message: `the node refused this connection: ${identity}` } satisfies RefusedFrame);
         socket.write(frame);
         socket.end();
@@ -169,6 +173,8 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
     close(socket: Socket<SocketSlot>, error?: Error) {
       const slot = socket.data;
       if (!sockets.delete(socket)) return;
+      // A TLS client that gave up during the handshake (e.g. it does not trust this node's certificate).
+      if (!slot.conn) refused(slot, `TLS handshake failed: closed by the other end${error ? ` (${error.message})` : ""} before it completed`);
       const left = (perAddress.get(slot.address) ?? 1) - 1;
       if (left > 0) perAddress.set(slot.address, left);
       else perAddress.delete(slot.address);
@@ -179,7 +185,7 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
       const slot = socket.data;
       if (slot.conn) slot.conn.close(`socket error: ${error.message}`);
       else {
-        refused(slot.remote, `socket error: ${error.message}`);
+        refused(slot, `socket error: ${error.message}`);
         socket.terminate();
       }
     },
@@ -217,7 +223,7 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
           ? `frame timeout: a frame was not completed within ${frameTimeoutMs} ms (${slot.conn.partialFrameBytes} bytes received)`
           : `frame timeout: no frame within ${frameTimeoutMs} ms of connecting`
         : `handshake timeout: no TLS handshake within ${frameTimeoutMs} ms`;
-      refused(slot.remote, why);
+      refused(slot, why);
       if (slot.conn) slot.conn.close(why);
       else socket.terminate();
     }
