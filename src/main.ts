@@ -14,6 +14,7 @@ import { registerBench } from "./cli/bench";
 import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerCerts } from "./cli/certs";
+import { registerAdmin } from "./cli/admin";
 
 const cli = cac("raftkv");
 
@@ -26,6 +27,7 @@ registerBench(cli);
 registerStatus(cli);
 registerCluster(cli);
 registerCerts(cli);
+registerAdmin(cli);
 
 cli.help();
 cli.version(VERSION);

@@ -36,7 +36,11 @@ export type ClientOp =
   | { op: "write"; cmd: Command; clientId?: string; seq?: number }
   | { op: "range"; range: RangeRequest; serializable?: boolean }
   | { op: "status" }
-  | { op: "watch"; selector: KeySelector; fromRevision?: number };
+  | { op: "stats" } // what the dashboard shows of a node (server/metrics.ts NodeStats)
+  // Leases as the leader sees them: every lease ({ leases: LeaseStatus[] }), or one with its keys.
+  | { op: "leases"; lease?: number }
+  // prevKv: events carry the value the key had before the change (prevValue).
+  | { op: "watch"; selector: KeySelector; fromRevision?: number; prevKv?: boolean };
 
 export type RequestFrame = { k: "req"; id: number } & ClientOp;
 
@@ -49,7 +53,10 @@ export type ErrorCode =
   | "TOO_BUSY"
   | "SHUTTING_DOWN"
   | "INTERNAL"
-  | string; // state-machine codes (KEY_TOO_LARGE, ...) pass through
+  // State-machine codes pass through: KEY_TOO_LARGE, VALUE_TOO_LARGE, TXN_TOO_LARGE, RESULT_TOO_LARGE
+  // (a transaction's reads over MAX_RESULT_BYTES), SESSION_EXPIRED (not executed: register again),
+  // COMPACTED / FUTURE_REVISION (a read at a revision outside the kept history), LEASE_NOT_FOUND, ...
+  | string;
 
 export interface LeaderHint {
   id: number;
@@ -67,6 +74,15 @@ export interface EventFrame {
   revision?: number;
   events?: WatchEvent[];
   error?: { code: string; message: string };
+}
+
+/** One lease as the leader sees it; `remainingMs` is measured on the leader's monotonic clock. */
+export interface LeaseStatus {
+  id: number;
+  ttlMs: number;
+  remainingMs: number;
+  /** How many keys are attached (the lease's keys themselves when one lease was asked for). */
+  keyCount: number;
 }
 
 /** What `status` returns for one node. */

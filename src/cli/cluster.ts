@@ -32,6 +32,32 @@ async function prefixLines(stream: ReadableStream<Uint8Array>, prefix: string): 
   if (buf) process.stdout.write(prefix + buf + "\n");
 }
 
+/** Default HTTP port of a node started by `cluster`: its Raft port plus this. */
+const HTTP_PORT_OFFSET = 1000;
+/** How long `cluster` waits for a leader before it stops waiting to print the dashboard's address. */
+const READY_WAIT_MS = 60_000;
+
+function portNumber(flag: string, value: unknown): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`${flag} must be a port number (0-65535), got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** Once a node knows a leader (its /health says ok), print where the dashboard is. */
+async function announceDashboard(urls: string[]): Promise<void> {
+  const deadline = Date.now() + READY_WAIT_MS;
+  while (Date.now() < deadline) {
+    for (const url of urls) {
+      const health = await fetch(`${url}health`).then((r) => (r.ok ? (r.json() as Promise<{ leader: number }>) : null), () => null);
+      if (health) {
+        console.error(`cluster ready (leader: node ${health.leader}); dashboard: ${urls.join(" ")}`);
+        return;
+      }
+    }
+    await Bun.sleep(100);
+  }
+}
+
 export function registerCluster(cli: CAC): void {
   cli
     .command("cluster [config]", "Start every node of [config] whose address is on this machine, as child processes; Ctrl-C stops them all")
@@ -39,13 +65,15 @@ export function registerCluster(cli: CAC): void {
     .option("--heartbeat-ms <ms>", "Passed to each node", { default: DEFAULT_HEARTBEAT_MS })
     .option("--election-ms <ms>", "Passed to each node", { default: DEFAULT_ELECTION_MS })
     .option("--log-level <level>", "Passed to each node", { default: "info" })
+    .option("--http-port <port>", "HTTP port (dashboard, /metrics) of the first local node, the next ones counting up; 0: none (default: its Raft port + 1000)")
     .example("raftkv cluster nodes.conf")
     .action((configPath: string | undefined, flags) =>
       run(async () => {
         const path = configPath ?? "nodes.conf";
         const local: NodeAddr[] = loadNodesConf(path).filter((n) => isLocalHost(n.host));
         if (!local.length) throw new UsageError(`no node of ${path} has an address on this machine`);
-        const children = local.map((n) => {
+        const httpBase = flags.httpPort === undefined ? local[0]!.port + HTTP_PORT_OFFSET : portNumber("--http-port", flags.httpPort);
+        const children = local.map((n, i) => {
           const child = Bun.spawn(
             [
               ...selfCommand(),
@@ -54,6 +82,7 @@ export function registerCluster(cli: CAC): void {
               "--heartbeat-ms", String(flags.heartbeatMs),
               "--election-ms", String(flags.electionMs),
               "--log-level", String(flags.logLevel),
+              ...(httpBase ? ["--http-port", String(httpBase + i)] : []),
             ],
             { stdout: "pipe", stderr: "pipe", stdin: "ignore" },
           );
@@ -61,6 +90,7 @@ export function registerCluster(cli: CAC): void {
           return { node: n, child };
         });
         console.error(`started ${children.length} node(s): ${children.map((c) => `${c.node.id}@${formatAddr(c.node)} (pid ${c.child.pid})`).join(", ")}; Ctrl-C stops them`);
+        if (httpBase) void announceDashboard(local.map((n, i) => `http://${n.host}:${httpBase + i}/`));
         let stopping = false;
         const stopAll = () => {
           if (stopping) return;

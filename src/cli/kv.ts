@@ -29,12 +29,14 @@ export function registerKv(cli: CAC): void {
     .option("--keys-only", "Print keys without values")
     .option("--count-only", "Print only how many keys match")
     .option("--serializable", "Read the contacted node's local state: faster, possibly stale")
+    .option("--rev <revision>", "Read the keys as they were at this revision (within the kept history, else COMPACTED)")
     .example("raftkv get 10")
     .example("raftkv get 10 --json                # value with create/mod revision and version")
     .example("raftkv get config/ --prefix --keys-only")
     .example("raftkv get a c                      # keys from a up to (not including) c")
+    .example("raftkv get 10 --rev 5               # the value at revision 5")
     .example("raftkv get 10 --serializable --endpoints 127.0.0.1:7002")
-    .action((key: string, rangeEnd: string | undefined, flags: ClientFlags & { serializable?: boolean; prefix?: boolean; limit?: string; keysOnly?: boolean; countOnly?: boolean }) =>
+    .action((key: string, rangeEnd: string | undefined, flags: ClientFlags & { serializable?: boolean; prefix?: boolean; limit?: string; keysOnly?: boolean; countOnly?: boolean; rev?: string }) =>
       run(async () => {
         if (flags.prefix && rangeEnd !== undefined) throw new UsageError("give either --prefix or a range end, not both");
         const single = !flags.prefix && rangeEnd === undefined;
@@ -47,6 +49,7 @@ export function registerKv(cli: CAC): void {
             ...(flags.limit !== undefined ? { limit: positiveInt("--limit", flags.limit) } : {}),
             ...(flags.keysOnly ? { keysOnly: true } : {}),
             ...(flags.countOnly ? { countOnly: true } : {}),
+            ...(flags.rev !== undefined ? { revision: positiveInt("--rev", flags.rev) } : {}),
           },
           { serializable: !!flags.serializable },
         );

@@ -1,22 +1,26 @@
 // raftkv lease grant | keepalive | revoke.
 
 import type { CAC } from "cac";
+import { toText } from "../client/client";
 import { client, clientOptions, isJson, parseTtlMs, positiveInt, printJson, run, UsageError, type ClientFlags } from "./common";
 
 export function registerLease(cli: CAC): void {
-  clientOptions(cli.command("lease <action> [arg]", "Leases: grant TTL | keepalive ID | revoke ID (keys put --lease ID vanish when it expires)"))
+  clientOptions(cli.command("lease <action> [arg]", "Leases: grant TTL | keepalive ID | revoke ID | list | timetolive ID (keys put --lease ID vanish when it expires)"))
     .option("--once", "keepalive: renew once and exit instead of every TTL/3 until Ctrl-C")
     .example("raftkv lease grant 10s            # prints the lease id")
     .example("raftkv lease keepalive 7          # renews until Ctrl-C")
     .example("raftkv lease revoke 7             # deletes the lease and its keys")
+    .example("raftkv lease list                 # every lease with its TTL and time left")
+    .example("raftkv lease timetolive 7         # time left, granted TTL and keys of lease 7")
     .action((action: string, arg: string | undefined, flags: ClientFlags & { once?: boolean }) =>
       run(async () => {
-        if (arg === undefined) throw new UsageError(`lease ${action} needs an argument; see raftkv lease --help`);
+        if (arg === undefined && action !== "list") throw new UsageError(`lease ${action} needs an argument; see raftkv lease --help`);
+        if (arg !== undefined && action === "list") throw new UsageError("lease list takes no argument");
         const c = client(flags);
         try {
           switch (action) {
             case "grant": {
-              const r = await c.leaseGrant(parseTtlMs(arg));
+              const r = await c.leaseGrant(parseTtlMs(arg!));
               if (isJson(flags)) printJson({ id: r.id, ttlMs: r.ttlMs });
               else console.log(`lease ${r.id} granted with TTL ${r.ttlMs / 1000}s`);
               return;
@@ -42,8 +46,24 @@ export function registerLease(cli: CAC): void {
               else console.log(`lease revoked; deleted ${r.deleted} key(s)`);
               return;
             }
+            case "list": {
+              const leases = await c.leaseList();
+              if (isJson(flags)) printJson({ leases });
+              else if (!leases.length) console.log("no leases");
+              else for (const l of leases) console.log(`lease ${l.id}: TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)`);
+              return;
+            }
+            case "timetolive": {
+              const l = await c.leaseTimeToLive(positiveInt("lease id", arg));
+              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keys: l.keys.map(toText) });
+              else {
+                console.log(`lease ${l.id}: granted TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)`);
+                for (const k of l.keys) console.log(`  ${toText(k)}`);
+              }
+              return;
+            }
             default:
-              throw new UsageError(`unknown lease action ${JSON.stringify(action)}: grant, keepalive or revoke`);
+              throw new UsageError(`unknown lease action ${JSON.stringify(action)}: grant, keepalive, revoke, list or timetolive`);
           }
         } finally {
           c.close();

@@ -7,7 +7,7 @@ import { loadNodesConf } from "../config";
 import { CA_FILE, DEFAULT_NET_LIMITS, describeNetLimits, nodeCertName } from "../net";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
-import { parseTtlMs, positiveInt, run, tlsFilesFrom, UsageError } from "./common";
+import { positiveInt, run, tlsFilesFrom, UsageError } from "./common";
 
 export function registerServe(cli: CAC): void {
   cli
@@ -19,8 +19,8 @@ export function registerServe(cli: CAC): void {
     .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
     .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
     .option("--log-format <format>", "text or json", { default: "text" })
-    .option("--http-port <port>", "Also serve GET /health, /status and /metrics (Prometheus) over HTTP on this port")
-    .option("--session-ttl <ttl>", "Forget a client's exactly-once session after this idle time (use the same on every node)", { default: "10m" })
+    .option("--http-port <port>", "Also serve the dashboard (/) and GET /health, /status and /metrics (Prometheus) over HTTP on this port (HTTPS when TLS is on)")
+    .option("--session-ttl <ttl>", "Removed: the session TTL is one cluster-wide setting, changed through the log (raftkv session-ttl)")
     .option("--certs <dir>", "Mutual TLS with the certificates of `raftkv certs init` (ca.pem, node-<id>.pem/.key); on by default when certs/ sits beside the config")
     .option("--ca <file>", "TLS: the cluster CA certificate (with --cert and --key, instead of --certs)")
     .option("--cert <file>", "TLS: this node's certificate")
@@ -35,6 +35,10 @@ export function registerServe(cli: CAC): void {
       run(async () => {
         if (!/^\d+$/.test(String(idText))) throw new UsageError(`node id must be a number, got ${JSON.stringify(idText)}`);
         const id = Number(idText);
+        if (flags.sessionTtl !== undefined) {
+          // A per-node value was part of the apply function: nodes with different values diverged.
+          throw new UsageError("--session-ttl was removed: the session TTL is one cluster-wide setting, changed through the log; run `raftkv session-ttl TTL` against the running cluster");
+        }
         const conf = configPath ?? "nodes.conf";
         const nodes = loadNodesConf(conf);
         const beside = join(dirname(conf), "certs");
@@ -57,7 +61,6 @@ export function registerServe(cli: CAC): void {
             logFormat: flags.logFormat,
             listenHost: flags.listenHost,
             groupCommit: flags.groupCommit !== false,
-            sessionTtlMs: parseTtlMs(String(flags.sessionTtl)),
             httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
             tls,
             limits: {

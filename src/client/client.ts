@@ -8,8 +8,12 @@
 //   c.close();
 
 import { formatAddr, parseEndpoint } from "../config";
+import { bytesToKey, keyToBytes, prefixEnd } from "../kv/bytes";
+import { validateCommand } from "../kv/codec";
+import { isKvError } from "../kv/errors";
 import type {
   Command,
+  CompactResult,
   Compare,
   DelResult,
   KeyValue,
@@ -19,11 +23,13 @@ import type {
   PutResult,
   RangeRequest,
   RangeResult,
+  SessionRegisterResult,
+  SessionTtlResult,
   TxnCommand,
   TxnResult,
 } from "../kv/types";
 import { dialFrames, TlsError, type FramedConn, type TlsMaterial } from "../net";
-import type { ClientOp, NodeStatus, ResponseFrame } from "../protocol";
+import type { ClientOp, LeaseStatus, NodeStatus, ResponseFrame } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
 
@@ -36,7 +42,7 @@ export interface ClientOptions {
   endpoints: string[];
   /** Total time for one call, retries included. Default 5000 ms. */
   timeoutMs?: number;
-  /** Identifies this client's session for exactly-once writes. Default: a random UUID. */
+  /** A name for this client (logs, errors). Sessions for exactly-once writes are registered with the cluster. */
   clientId?: string;
   /** Mutual TLS: the cluster CA and this client's certificate and key (PEM), for a cluster run with --certs. */
   tls?: TlsMaterial;
@@ -62,7 +68,6 @@ export class RaftKvClient {
   readonly clientId: string;
   private readonly tls: TlsMaterial | undefined;
   private readonly freeLanes: { id: string; seq: number }[] = [];
-  private laneCount = 0;
   private nextId = 1;
   private leader: string | null = null;
   private rr = 0;
@@ -91,8 +96,32 @@ export class RaftKvClient {
     return r.kvs[0] ?? null;
   }
 
+  /**
+   * The keys of a range. A node answers in pages of bounded size; this reads page after page at the
+   * revision of the first (so the whole result is one consistent state) until `range.limit` keys or the
+   * end of the range, and returns them as one result.
+   */
   async range(range: RangeRequest, opts: { serializable?: boolean } = {}): Promise<RangeResult> {
-    return (await this.call({ op: "range", range, serializable: opts.serializable ?? false })) as RangeResult;
+    const serializable = opts.serializable ?? false;
+    const first = (await this.call({ op: "range", range, serializable })) as RangeResult;
+    if (!first.more || first.nextKey === undefined) return first;
+    const limit = range.limit ?? 0;
+    const kvs = [...first.kvs];
+    let end: Uint8Array | undefined = range.rangeEnd;
+    if (range.prefix) {
+      const e = prefixEnd(bytesToKey(range.key));
+      end = e === null ? new Uint8Array([0]) : keyToBytes(e);
+    }
+    let page = first;
+    while (page.more && page.nextKey !== undefined && (limit === 0 || kvs.length < limit)) {
+      const next: RangeRequest = { key: page.nextKey, revision: first.revision };
+      if (end !== undefined) next.rangeEnd = end;
+      if (limit !== 0) next.limit = limit - kvs.length;
+      if (range.keysOnly) next.keysOnly = true;
+      page = (await this.call({ op: "range", range: next, serializable })) as RangeResult;
+      kvs.push(...page.kvs);
+    }
+    return { op: "range", revision: first.revision, kvs, count: first.count, more: page.more };
   }
 
   /** Delete a key (or, with prefix, every key under it). Resolves with how many were deleted. */
@@ -123,6 +152,26 @@ export class RaftKvClient {
 
   async leaseRevoke(id: number): Promise<LeaseRevokeResult> {
     return (await this.write({ op: "leaseRevoke", id })) as LeaseRevokeResult;
+  }
+
+  /** Every lease, by id, with the time it has left by the leader's clock. */
+  async leaseList(): Promise<LeaseStatus[]> {
+    return ((await this.call({ op: "leases" })) as { leases: LeaseStatus[] }).leases;
+  }
+
+  /** One lease: granted TTL, time left by the leader's clock, and its keys. LEASE_NOT_FOUND if none. */
+  async leaseTimeToLive(id: number): Promise<LeaseStatus & { keys: Uint8Array[] }> {
+    return (await this.call({ op: "leases", lease: id })) as LeaseStatus & { keys: Uint8Array[] };
+  }
+
+  /** Forget the history through `revision`: reads and watches at or before it then fail with COMPACTED. */
+  async compact(revision: number): Promise<CompactResult> {
+    return (await this.write({ op: "compact", revision })) as CompactResult;
+  }
+
+  /** Set the cluster-wide session TTL (through the log, so every node expires sessions alike). */
+  async setSessionTtl(ttlMs: number): Promise<SessionTtlResult> {
+    return (await this.write({ op: "sessionTtl", ttlMs })) as SessionTtlResult;
   }
 
   /**
@@ -179,19 +228,54 @@ export class RaftKvClient {
   /**
    * A write carries (session id, sequence); every retry of it reuses them, so it applies at most once.
    * The server remembers one result per session, so each write in flight gets a session ("lane") of its
-   * own: `<clientId>/<n>`. Lanes are reused; their sequence numbers only grow.
+   * own, registered through the log (ids are unique cluster-wide, so a restarted process never reuses
+   * one). Lanes are reused; their sequence numbers only grow. A command over a limit is refused here,
+   * at once, with its code (VALUE_TOO_LARGE, ...), and never sent.
+   *
+   * SESSION_EXPIRED (the lane sat idle past the cluster's session TTL): when no attempt of this write
+   * can have been applied, a fresh lane is registered and the write sent again; otherwise the caller
+   * gets SESSION_EXPIRED: the outcome is unknown.
    */
   async write(cmd: Command): Promise<unknown> {
-    const lane = this.freeLanes.pop() ?? { id: `${this.clientId}/${this.laneCount++}`, seq: 0 };
-    lane.seq++;
     try {
-      return await this.call({ op: "write", cmd, clientId: lane.id, seq: lane.seq });
-    } finally {
-      this.freeLanes.push(lane);
+      validateCommand(cmd);
+    } catch (err) {
+      if (isKvError(err)) throw new RaftKvError(err.code, err.message);
+      throw err;
+    }
+    for (let registered = 0; ; registered++) {
+      const lane = this.freeLanes.pop() ?? { id: await this.registerSession(), seq: 0 };
+      lane.seq++;
+      const attempts = { uncertain: false };
+      try {
+        const result = await this.call({ op: "write", cmd, clientId: lane.id, seq: lane.seq }, attempts);
+        this.freeLanes.push(lane);
+        return result;
+      } catch (err) {
+        if (!(err instanceof RaftKvError) || err.code !== "SESSION_EXPIRED") {
+          this.freeLanes.push(lane);
+          throw err;
+        }
+        // The lane is gone on the server: drop it.
+        if (!attempts.uncertain && registered === 0) continue;
+        throw new RaftKvError(
+          "SESSION_EXPIRED",
+          "outcome unknown: the session expired while the write was being retried, so it may or may not have " +
+            `been applied; read the state before trying again (${err.message})`,
+        );
+      }
     }
   }
 
-  private async call(op: ClientOp): Promise<unknown> {
+  private async registerSession(): Promise<string> {
+    return ((await this.call({ op: "write", cmd: { op: "sessionRegister" } })) as SessionRegisterResult).sessionId;
+  }
+
+  /**
+   * Send `op` until it gets an answer or the deadline passes. `attempts.uncertain` is set once an
+   * attempt may have been executed without an answer (lost connection, timeout, lost leadership).
+   */
+  private async call(op: ClientOp, attempts?: { uncertain: boolean }): Promise<unknown> {
     if (this.closed) throw new RaftKvError("BAD_REQUEST", "client is closed");
     const deadline = Date.now() + this.timeoutMs;
     let lastCode = "";
@@ -211,6 +295,7 @@ export class RaftKvClient {
       } catch (err) {
         // A TLS or certificate problem is this client's configuration, not an outage: no retry.
         if (err instanceof TlsError) throw new RaftKvError("TLS", err.message);
+        if (attempts) attempts.uncertain = true;
         if (this.leader === target) this.leader = null;
         lastCode = "CONNECTION";
         lastMessage = `${target}: ${(err as Error).message}`;
@@ -227,6 +312,7 @@ export class RaftKvClient {
       lastCode = res.code;
       lastMessage = res.message;
       if (res.code === "NO_LEADER") noLeader = res.message;
+      if (res.code === "LEADERSHIP_LOST" && attempts) attempts.uncertain = true;
       if (!RETRYABLE.has(res.code)) throw new RaftKvError(res.code, res.message);
       if (res.code === "NOT_LEADER" && res.leader && redirects++ < 3) {
         // Follow the redirect at once; after a few in a row, views disagree: back off.

@@ -11,6 +11,8 @@ import { RaftKvError } from "./errors";
 export interface WatchOptions {
   /** Replay changes from this revision on (they must still be in the node's bounded history). */
   fromRevision?: number;
+  /** Events carry the value the key had before the change (prevValue). */
+  prevKv?: boolean;
 }
 
 
@@ -24,6 +26,7 @@ export class Watch implements AsyncIterable<WatchEvent> {
   private closed = false;
   private conn: FramedConn | null = null;
   private rr: number;
+  private readonly prevKv: boolean;
 
   constructor(
     private readonly endpoints: string[],
@@ -32,6 +35,7 @@ export class Watch implements AsyncIterable<WatchEvent> {
     private readonly tls?: TlsMaterial,
   ) {
     this.nextFrom = opts.fromRevision ?? 0;
+    this.prevKv = opts.prevKv === true;
     this.rr = 0; // the first endpoint first, like every other request
     void this.run();
   }
@@ -108,7 +112,7 @@ export class Watch implements AsyncIterable<WatchEvent> {
         (conn) => {
           this.conn = conn;
           if (this.closed) return conn.close();
-          conn.send({ k: "req", id: 1, op: "watch", selector: this.selector, fromRevision: this.nextFrom });
+          conn.send({ k: "req", id: 1, op: "watch", selector: this.selector, fromRevision: this.nextFrom, ...(this.prevKv ? { prevKv: true } : {}) });
         },
         (err: Error) => (err instanceof TlsError ? reject(new RaftKvError("TLS", err.message)) : resolve()),
       );

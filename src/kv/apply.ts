@@ -1,9 +1,11 @@
 // The apply layer: what each LogCommand does to the keys, leases and sessions. Deterministic: the
 // same commands in the same order give the same state and results on every node.
 
+import { MAX_RESULT_BYTES, RESULT_KEY_OVERHEAD_BYTES } from "./codec";
 import { KvError, type KvErrorCode } from "./errors";
 import type { LeaseTable } from "./leases";
-import { spanOf, type Mvcc } from "./mvcc";
+import { bytesToKey } from "./bytes";
+import { inSpan, spanOf, type Mvcc } from "./mvcc";
 import type { SessionTable } from "./sessions";
 import type { ApplyMeta, ApplyResult, Command, CommandResult, TxnCommand, TxnOpResult } from "./types";
 
@@ -27,8 +29,11 @@ export class Applier {
     private readonly sessions: SessionTable,
   ) {}
 
-  /** Apply a validated command with its (validated) session and clock data. Never throws. */
-  apply(cmd: Command, meta: ApplyMeta | undefined): ApplyResult {
+  /**
+   * Apply a validated command of log entry `index` with its (validated) session and clock data.
+   * Never throws.
+   */
+  apply(index: number, cmd: Command, meta: ApplyMeta | undefined): ApplyResult {
     this.mvcc.discardEvents();
     let result: ApplyResult;
     try {
@@ -37,18 +42,28 @@ export class Applier {
       const seq = meta?.seq;
       if (clientId !== undefined && seq !== undefined) {
         const session = this.sessions.get(clientId);
-        if (session !== undefined && seq <= session.seq) {
+        if (session === undefined) {
+          // Maybe a retry of a write applied before the session expired: executing it again could
+          // apply it twice, so it is refused and the caller learns that its outcome is unknown.
+          return fail(
+            "SESSION_EXPIRED",
+            `session ${clientId} is not registered or has expired (sessions idle over ${this.sessions.ttlMs} ms are ` +
+              "forgotten); the request was not executed. Register a new session; if this request was a retry, " +
+              "its earlier attempt may or may not have been applied",
+          );
+        }
+        if (seq <= session.seq) {
           this.sessions.touch(clientId, session);
-          if (seq === session.seq) return session.result;
+          if (seq === session.seq) return session.result!;
           return fail(
             "STALE_SEQUENCE",
             `client ${clientId} sent sequence ${seq}, but sequence ${session.seq} was already applied`,
           );
         }
-        result = this.execute(cmd);
+        result = this.execute(index, cmd);
         this.sessions.record(clientId, seq, result);
       } else {
-        result = this.execute(cmd);
+        result = this.execute(index, cmd);
       }
     } catch (error) {
       this.mvcc.discardEvents();
@@ -58,7 +73,7 @@ export class Applier {
     return result;
   }
 
-  private execute(cmd: Command): ApplyResult {
+  private execute(index: number, cmd: Command): ApplyResult {
     const mvcc = this.mvcc;
     switch (cmd.op) {
       case "put": {
@@ -113,6 +128,17 @@ export class Applier {
         this.leases.refreshAll(cmd.now);
         return ok({ op: "leaseRefreshAll", leases: this.leases.size });
       }
+      case "sessionRegister": {
+        const sessionId = `s${index}`;
+        this.sessions.register(sessionId);
+        return ok({ op: "sessionRegister", sessionId, ttlMs: this.sessions.ttlMs });
+      }
+      case "sessionTtl":
+        this.sessions.setTtl(cmd.ttlMs);
+        return ok({ op: "sessionTtl", ttlMs: cmd.ttlMs });
+      case "compact":
+        mvcc.compact(cmd.revision);
+        return ok({ op: "compact", compacted: cmd.revision, revision: mvcc.revision });
     }
   }
 
@@ -128,17 +154,42 @@ export class Applier {
         return fail("LEASE_NOT_FOUND", `${branch}[${i}].lease ${op.lease} does not exist`);
       }
     }
+    // A reply must fit a frame. The reads' size is bounded before anything is written: each read as
+    // the state is now, plus every key and value the branch puts into its range before it (an upper
+    // bound, the same on every node).
+    let resultBytes = 0;
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      if (op.op === "range" && !op.countOnly) {
+        const span = spanOf(op);
+        let putBytes = 0;
+        for (let j = 0; j < i; j++) {
+          const earlier = ops[j]!;
+          if (earlier.op === "put" && inSpan(bytesToKey(earlier.key), span)) {
+            putBytes += earlier.key.length + earlier.value.length + RESULT_KEY_OVERHEAD_BYTES;
+          }
+        }
+        resultBytes += mvcc.rangeBytes(op, MAX_RESULT_BYTES) + putBytes;
+        if (resultBytes > MAX_RESULT_BYTES) {
+          return fail(
+            "RESULT_TOO_LARGE",
+            `the reads of this transaction's ${branch} branch would return over ${MAX_RESULT_BYTES} bytes; ` +
+              "nothing was written. Read large ranges outside a transaction (get pages them), or narrow them with a limit",
+          );
+        }
+      }
+    }
     const revision = mvcc.revision + 1;
     let changed = false;
     const results: TxnOpResult[] = [];
     for (const op of ops) {
       switch (op.op) {
-        case "put": {
-          const prev = mvcc.putKey(op.key, op.value, op.lease ?? 0, revision);
+        case "put":
+          // The replaced value is not returned: the reply stays within the size checked above.
+          mvcc.putKey(op.key, op.value, op.lease ?? 0, revision);
           changed = true;
-          results.push(prev === undefined ? { op: "put", revision } : { op: "put", revision, prev });
+          results.push({ op: "put", revision });
           break;
-        }
         case "del": {
           const deleted = mvcc.deleteSpan(spanOf(op), revision);
           if (deleted > 0) changed = true;
@@ -146,7 +197,7 @@ export class Applier {
           break;
         }
         case "range":
-          results.push(mvcc.rangeOf(op));
+          results.push(mvcc.rangeOf(op, true));
           break;
       }
     }

@@ -7,6 +7,7 @@
 import { Encoder } from "cbor-x/index-no-eval";
 import { copyBytes } from "./bytes";
 import { KvError } from "./errors";
+import { MAX_SESSION_TTL_MS, MIN_SESSION_TTL_MS } from "./sessions";
 import type {
   ApplyMeta,
   Command,
@@ -36,6 +37,17 @@ export const MAX_LEASE_TTL_MS = 365 * 24 * 3600 * 1000;
 export const MAX_LEASES_PER_EXPIRE = 1000;
 /** Longest client id, in characters. */
 export const MAX_CLIENT_ID_LENGTH = 128;
+/**
+ * Most bytes of keys and values in one reply: a range returns pages of at most this much (`more` and
+ * `nextKey` say where to continue), and a transaction whose reads would return more is refused with
+ * RESULT_TOO_LARGE. Well under the 16 MiB frame limit (net/framing.ts), and above MAX_VALUE_BYTES +
+ * MAX_KEY_BYTES, so a page always holds at least one key.
+ */
+export const MAX_RESULT_BYTES = 4 * 1024 * 1024;
+/** Counted per key in a reply besides its key and value bytes (revisions, framing). */
+export const RESULT_KEY_OVERHEAD_BYTES = 32;
+/** Most bytes of keys and values written by one transaction (its log entry must fit a frame). */
+export const MAX_TXN_BYTES = 8 * 1024 * 1024;
 
 // ---- CBOR ---------------------------------------------------------------------------------------
 
@@ -227,16 +239,29 @@ function parseTxnOp(x: unknown, path: string): TxnOp {
   }
 }
 
+function writtenBytes(ops: TxnOp[]): number {
+  let bytes = 0;
+  for (const op of ops) if (op.op === "put") bytes += op.key.length + op.value.length;
+  return bytes;
+}
+
 function parseTxn(o: Record<string, unknown>): TxnCommand {
   const compare = list(o.compare, "compare", MAX_TXN_OPS, "compares");
   const success = list(o.success, "success", MAX_TXN_OPS, "ops");
   const failure = list(o.failure, "failure", MAX_TXN_OPS, "ops");
-  return {
+  const txn: TxnCommand = {
     op: "txn",
     compare: compare.map((c, i) => parseCompare(c, `compare[${i}]`)),
     success: success.map((op, i) => parseTxnOp(op, `success[${i}]`)),
     failure: failure.map((op, i) => parseTxnOp(op, `failure[${i}]`)),
   };
+  for (const branch of ["success", "failure"] as const) {
+    const bytes = writtenBytes(txn[branch]);
+    if (bytes > MAX_TXN_BYTES) {
+      throw new KvError("TXN_TOO_LARGE", `${branch} puts ${bytes} bytes of keys and values; the limit is ${MAX_TXN_BYTES}`);
+    }
+  }
+  return txn;
 }
 
 /**
@@ -277,6 +302,12 @@ export function parseCommand(x: unknown): Command {
     }
     case "leaseRefreshAll":
       return { op: "leaseRefreshAll", now: timestamp(o.now, "now") };
+    case "sessionRegister":
+      return { op: "sessionRegister" };
+    case "sessionTtl":
+      return { op: "sessionTtl", ttlMs: integer(o.ttlMs, "ttlMs", MIN_SESSION_TTL_MS, MAX_SESSION_TTL_MS) };
+    case "compact":
+      return { op: "compact", revision: integer(o.revision, "revision", 1) };
     default:
       return bad("command.op", `is not a known operation: ${describe(o.op)}`);
   }
@@ -290,9 +321,15 @@ export function validateCommand(cmd: unknown): asserts cmd is Command {
   parseCommand(cmd);
 }
 
-/** Validate and normalize a read request (same rules as a range op in a transaction). */
+/** Validate and normalize a read request (a range op of a transaction, plus `revision`). */
 export function parseRangeRequest(x: unknown): RangeRequest {
-  return parseRangeFields(record(x, "range request"), "");
+  const o = record(x, "range request");
+  const req = parseRangeFields(o, "");
+  if (o.revision !== undefined && o.revision !== null) {
+    const revision = integer(o.revision, "revision", 0);
+    if (revision !== 0) req.revision = revision;
+  }
+  return req;
 }
 
 /** Validate the session/clock part of a log entry. */

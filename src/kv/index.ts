@@ -10,6 +10,8 @@ export {
   MAX_LEASE_TTL_MS,
   MAX_LEASES_PER_EXPIRE,
   MAX_CLIENT_ID_LENGTH,
+  MAX_RESULT_BYTES,
+  MAX_TXN_BYTES,
   validateCommand,
   parseCommand,
   parseRangeRequest,

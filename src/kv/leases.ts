@@ -64,6 +64,11 @@ export class LeaseTable implements LeaseOwnership {
     return { id: lease.id, ttlMs: lease.ttlMs, expiresAt: lease.expiresAt, keys };
   }
 
+  /** Every lease (without its keys), by id. */
+  list(): { id: number; ttlMs: number; expiresAt: number; keys: number }[] {
+    return this.sorted().map((l) => ({ id: l.id, ttlMs: l.ttlMs, expiresAt: l.expiresAt, keys: l.keys.size }));
+  }
+
   /** Ids (ascending) of leases with expiresAt <= now. */
   expired(now: number, limit: number = MAX_LEASES_PER_EXPIRE): number[] {
     const ids: number[] = [];

@@ -3,7 +3,7 @@
 // module does the changing and records the events.
 
 import { bytesToKey, compareBytes, keyToBytes, prefixEnd } from "./bytes";
-import { MAX_KEY_BYTES, parseRangeRequest } from "./codec";
+import { MAX_KEY_BYTES, MAX_RESULT_BYTES, RESULT_KEY_OVERHEAD_BYTES, parseRangeRequest } from "./codec";
 import { KvError } from "./errors";
 import { OrderedIndex } from "./ordered";
 import type {
@@ -37,6 +37,12 @@ export interface Entry {
   lease: number;
 }
 
+/** One change kept in history: the event watchers see, and the key's state before it (null: absent). */
+interface Change {
+  event: WatchEvent;
+  prev: Entry | null;
+}
+
 /** Who is told when a key joins or leaves a lease (the lease table). */
 export interface LeaseOwnership {
   attach(lease: number, key: string): void;
@@ -62,7 +68,7 @@ export function spanOf(selector: KeySelector): Span {
   return { start, end: null, single: true };
 }
 
-function inSpan(key: string, span: Span): boolean {
+export function inSpan(key: string, span: Span): boolean {
   if (span.single) return key === span.start;
   return key >= span.start && (span.end === null || key < span.end);
 }
@@ -101,13 +107,13 @@ export class Mvcc {
   revision = 0;
   dataBytes = 0;
 
-  private history: WatchEvent[] = [];
+  private history: Change[] = [];
   private historyHead = 0;
   private historyBytes = 0;
   compactRevision = 1;
   private readonly listeners = new Set<EventListener>();
-  /** Events of the command being applied. */
-  private pending: WatchEvent[] = [];
+  /** Changes of the command being applied. */
+  private pending: Change[] = [];
   /** While a snapshot is being encoded: the entries as they were when it started (copy on write). */
   frozen: Map<Entry, Entry> | null = null;
 
@@ -136,26 +142,119 @@ export class Mvcc {
     return entry === undefined ? null : this.toKeyValue(entry, false);
   }
 
-  /** A range of a validated request, at the current revision. */
-  rangeOf(request: RangeRequest): RangeResult {
+  /**
+   * A range of a validated request, at request.revision (default: the current one), in pages of at
+   * most MAX_RESULT_BYTES unless `unbounded` (transactions check their size first). Throws KvError
+   * COMPACTED / FUTURE_REVISION for a revision outside the kept history.
+   */
+  rangeOf(request: RangeRequest, unbounded = false): RangeResult {
     const span = spanOf(request);
+    const revision = request.revision ?? this.revision;
+    const past = this.pastStates(span, revision);
     const keysOnly = request.keysOnly === true;
     const kvs: KeyValue[] = [];
+    let count: number;
     if (span.single) {
-      const entry = this.index.get(span.start);
-      const count = entry === undefined ? 0 : 1;
-      if (entry !== undefined && !request.countOnly) kvs.push(this.toKeyValue(entry, keysOnly));
-      return { op: "range", revision: this.revision, kvs, count, more: false };
+      const entry = past?.has(span.start) ? past.get(span.start) : this.index.get(span.start);
+      count = entry ? 1 : 0;
+      if (entry && !request.countOnly) kvs.push(this.toKeyValue(entry, keysOnly));
+      return { op: "range", revision, kvs, count, more: false };
     }
-    const count = this.index.countRange(span.start, span.end);
-    if (request.countOnly) return { op: "range", revision: this.revision, kvs, count, more: false };
+    count = this.index.countRange(span.start, span.end);
+    if (past !== null) {
+      for (const [key, prev] of past) count += (prev ? 1 : 0) - (this.index.get(key) ? 1 : 0);
+    }
+    if (request.countOnly) return { op: "range", revision, kvs, count, more: false };
     const limit = request.limit !== undefined && request.limit > 0 ? request.limit : Infinity;
-    this.index.scan(span.start, span.end, (entry) => {
-      if (kvs.length >= limit) return false;
+    const budget = unbounded ? Infinity : MAX_RESULT_BYTES;
+    let bytes = 0;
+    let nextKey: string | undefined;
+    this.visit(span, past, (entry) => {
+      const size = entry.key.length + (keysOnly ? 0 : entry.value.length) + RESULT_KEY_OVERHEAD_BYTES;
+      if (kvs.length >= limit || (kvs.length > 0 && bytes + size > budget)) {
+        nextKey = entry.key;
+        return false;
+      }
+      bytes += size;
       kvs.push(this.toKeyValue(entry, keysOnly));
       return true;
     });
-    return { op: "range", revision: this.revision, kvs, count, more: count > kvs.length };
+    if (nextKey === undefined) return { op: "range", revision, kvs, count, more: false };
+    return { op: "range", revision, kvs, count, more: true, nextKey: keyToBytes(nextKey) };
+  }
+
+  /**
+   * Bytes of keys and values (with the per-key overhead) a range would return if unpaged; stops
+   * counting once past `cap`.
+   */
+  rangeBytes(request: RangeRequest, cap: number): number {
+    const span = spanOf(request);
+    if (request.countOnly) return 0;
+    const keysOnly = request.keysOnly === true;
+    const limit = request.limit !== undefined && request.limit > 0 ? request.limit : Infinity;
+    let bytes = 0;
+    let n = 0;
+    this.visit(span, null, (entry) => {
+      if (n++ >= limit || bytes > cap) return false;
+      bytes += entry.key.length + (keysOnly ? 0 : entry.value.length) + RESULT_KEY_OVERHEAD_BYTES;
+      return true;
+    });
+    return bytes;
+  }
+
+  /**
+   * For a read at a past revision: the state at `revision` of every key in `span` changed since
+   * (null: absent then), from the history; null when `revision` is the current one.
+   */
+  private pastStates(span: Span, revision: number): Map<string, Entry | null> | null {
+    if (revision > this.revision) {
+      throw new KvError("FUTURE_REVISION", `revision ${revision} is in the future (the current revision is ${this.revision})`);
+    }
+    if (revision === this.revision) return null;
+    if (revision < this.compactRevision - 1) {
+      throw new KvError(
+        "COMPACTED",
+        `revision ${revision} is compacted: the oldest revision this node can read is ${this.compactRevision - 1}`,
+      );
+    }
+    const states = new Map<string, Entry | null>();
+    // Newest first: the last state set for a key is the one before its oldest change after `revision`.
+    for (let i = this.history.length - 1; i >= this.historyHead; i--) {
+      const change = this.history[i]!;
+      if (change.event.modRevision <= revision) break;
+      const key = bytesToKey(change.event.key);
+      if (inSpan(key, span)) states.set(key, change.prev);
+    }
+    return states;
+  }
+
+  /** Entries of `span` in key order, as they are now or, with `past`, with those states instead. */
+  private visit(span: Span, past: Map<string, Entry | null> | null, visit: (entry: Entry) => boolean): void {
+    if (past === null || past.size === 0) {
+      this.index.scan(span.start, span.end, visit);
+      return;
+    }
+    const changed = [...past.keys()].sort();
+    let i = 0;
+    let going = true;
+    this.index.scan(span.start, span.end, (entry) => {
+      while (going && i < changed.length && changed[i]! < entry.key) {
+        const old = past.get(changed[i++]!);
+        if (old) going = visit(old);
+      }
+      if (!going) return false;
+      if (i < changed.length && changed[i] === entry.key) {
+        const old = past.get(changed[i++]!);
+        going = old ? visit(old) : true;
+      } else {
+        going = visit(entry);
+      }
+      return going;
+    });
+    while (going && i < changed.length) {
+      const old = past.get(changed[i++]!);
+      if (old) going = visit(old);
+    }
   }
 
   evaluate(compare: Compare): boolean {
@@ -192,7 +291,9 @@ export class Mvcc {
     const key = bytesToKey(keyBytes);
     let entry = this.index.get(key);
     let prev: KeyValue | undefined;
+    let before: Entry | null = null;
     if (entry !== undefined) {
+      before = { ...entry };
       prev = this.toKeyValue(entry, false);
       if (entry.lease !== lease) {
         this.leases.detach(entry.lease, key);
@@ -200,7 +301,7 @@ export class Mvcc {
       }
       this.dataBytes += value.length - entry.value.length;
       // A snapshot being encoded in the background must see this entry as it was when it started.
-      if (this.frozen !== null && !this.frozen.has(entry)) this.frozen.set(entry, { ...entry });
+      if (this.frozen !== null && !this.frozen.has(entry)) this.frozen.set(entry, before);
       entry.value = value;
       entry.modRevision = revision;
       entry.version++;
@@ -221,7 +322,7 @@ export class Mvcc {
       lease,
     };
     if (prev !== undefined) event.prevValue = prev.value;
-    this.pending.push(event);
+    this.pending.push({ event, prev: before });
     return prev;
   }
 
@@ -253,7 +354,8 @@ export class Mvcc {
     this.index.remove(entry.key);
     this.leases.detach(entry.lease, entry.key);
     this.dataBytes -= entry.key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
-    this.pending.push({
+    // The removed entry is never changed again (a new put creates a new one): history may keep it.
+    const event: WatchEvent = {
       type: "delete",
       key: keyToBytes(entry.key),
       modRevision: revision,
@@ -261,7 +363,8 @@ export class Mvcc {
       version: 0,
       lease: 0,
       prevValue: entry.value,
-    });
+    };
+    this.pending.push({ event, prev: entry });
   }
 
   // ---- watch events ---------------------------------------------------------------------------
@@ -273,10 +376,11 @@ export class Mvcc {
 
   /** Record the events of the command just applied and tell the listeners. */
   flushEvents(): void {
-    const events = this.pending;
-    if (events.length === 0) return;
+    const changes = this.pending;
+    if (changes.length === 0) return;
     this.pending = [];
-    this.remember(events);
+    this.remember(changes);
+    const events = changes.map((c) => c.event);
     const revision = this.revision;
     for (const listener of [...this.listeners]) {
       try {
@@ -287,31 +391,40 @@ export class Mvcc {
     }
   }
 
-  private remember(events: WatchEvent[]): void {
-    const revision = events[0]!.modRevision;
-    if (events.length > this.historyMaxEvents) {
+  private remember(changes: Change[]): void {
+    const revision = changes[0]!.event.modRevision;
+    if (changes.length > this.historyMaxEvents) {
       this.history = [];
       this.historyHead = 0;
       this.historyBytes = 0;
       this.compactRevision = revision + 1;
       return;
     }
-    for (const event of events) {
-      this.history.push(event);
-      this.historyBytes += eventBytes(event);
+    for (const change of changes) {
+      this.history.push(change);
+      this.historyBytes += eventBytes(change.event);
     }
     // Drop whole revisions from the front until within both budgets.
     while (
       this.history.length - this.historyHead > this.historyMaxEvents ||
       this.historyBytes > this.historyMaxBytes
     ) {
-      const dropped = this.history[this.historyHead]!.modRevision;
-      while (this.historyHead < this.history.length && this.history[this.historyHead]!.modRevision === dropped) {
-        this.historyBytes -= eventBytes(this.history[this.historyHead]!);
-        this.historyHead++;
-      }
-      this.compactRevision = dropped + 1;
+      this.dropThrough(this.history[this.historyHead]!.event.modRevision);
     }
+    this.trimHistory();
+  }
+
+  /** Drop the history of revisions up to and including `revision`. */
+  private dropThrough(revision: number): void {
+    const history = this.history;
+    while (this.historyHead < history.length && history[this.historyHead]!.event.modRevision <= revision) {
+      this.historyBytes -= eventBytes(history[this.historyHead]!.event);
+      this.historyHead++;
+    }
+    if (revision + 1 > this.compactRevision) this.compactRevision = revision + 1;
+  }
+
+  private trimHistory(): void {
     if (this.historyHead > 1024 && this.historyHead * 2 > this.history.length) {
       this.history = this.history.slice(this.historyHead);
       this.historyHead = 0;
@@ -338,15 +451,27 @@ export class Mvcc {
     let hi = history.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (history[mid]!.modRevision < from) lo = mid + 1;
+      if (history[mid]!.event.modRevision < from) lo = mid + 1;
       else hi = mid;
     }
     const out: WatchEvent[] = [];
     for (let i = lo; i < history.length; i++) {
-      const event = history[i]!;
+      const event = history[i]!.event;
       if (inSpan(bytesToKey(event.key), span)) out.push(event);
     }
     return out;
+  }
+
+  /**
+   * Compact the history through `revision` (the `compact` command): reads at older revisions and
+   * watches from revisions up to it fail with COMPACTED. Throws FUTURE_REVISION past the current one.
+   */
+  compact(revision: number): void {
+    if (revision > this.revision) {
+      throw new KvError("FUTURE_REVISION", `cannot compact revision ${revision}: the current revision is ${this.revision}`);
+    }
+    this.dropThrough(revision);
+    this.trimHistory();
   }
 
   onEvents(listener: EventListener): () => void {

@@ -36,7 +36,8 @@ export { keyMatcher, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_MAX_EVENTS } fro
 export { DEFAULT_SESSION_TTL_MS } from "./sessions";
 
 const SNAPSHOT_MAGIC = "raftkv-kv-snapshot";
-const SNAPSHOT_FORMAT = 2;
+/** 3: the session TTL in the head, sessions registered with no result yet. 2 is still read. */
+const SNAPSHOT_FORMAT = 3;
 const LEASE_FIELDS = 3; // id, ttlMs, expiresAt
 const SESSION_FIELDS = 4; // clientId, seq, lastSeen, result
 
@@ -65,7 +66,6 @@ function plainCopy(x: unknown): unknown {
 }
 
 export class KvStore {
-  readonly sessionTtlMs: number;
   readonly historyMaxEvents: number;
   readonly historyMaxBytes: number;
 
@@ -76,13 +76,11 @@ export class KvStore {
   private readonly applier: Applier;
 
   constructor(options: KvStoreOptions = {}) {
-    this.sessionTtlMs = options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
     this.historyMaxEvents = options.historyMaxEvents ?? DEFAULT_HISTORY_MAX_EVENTS;
     this.historyMaxBytes = options.historyMaxBytes ?? DEFAULT_HISTORY_MAX_BYTES;
-    if (!(this.sessionTtlMs > 0)) throw new RangeError(`sessionTtlMs must be > 0, got ${this.sessionTtlMs}`);
     if (!(this.historyMaxEvents >= 0)) throw new RangeError("historyMaxEvents must be >= 0");
     if (!(this.historyMaxBytes >= 0)) throw new RangeError("historyMaxBytes must be >= 0");
-    this.sessions = new SessionTable(this.sessionTtlMs);
+    this.sessions = new SessionTable();
     this.mvcc = new Mvcc(this.leases, this.historyMaxEvents, this.historyMaxBytes);
     this.applier = new Applier(this.mvcc, this.leases, this.sessions);
   }
@@ -127,7 +125,7 @@ export class KvStore {
     } catch (error) {
       return failWith(error);
     }
-    return this.applier.apply(parsedCmd, parsedMeta);
+    return this.applier.apply(index, parsedCmd, parsedMeta);
   }
 
   /**
@@ -148,7 +146,7 @@ export class KvStore {
       meta.clientId = entry.clientId;
       meta.seq = entry.seq;
     }
-    return this.applier.apply(entry.cmd, meta);
+    return this.applier.apply(index, entry.cmd, meta);
   }
 
   /** Record that entry `index` (e.g. a leader's no-op) was consumed without a command. */
@@ -190,9 +188,28 @@ export class KvStore {
     return this.mvcc.get(key);
   }
 
-  /** Keys of a range in byte order. Throws KvError on a malformed request. Values are read-only. */
+  /**
+   * Keys of a range in byte order, at request.revision or the current one, in pages of at most
+   * MAX_RESULT_BYTES (`more` and `nextKey` say where to continue). Throws KvError on a malformed
+   * request or a revision outside the kept history. Values are read-only.
+   */
   range(request: RangeRequest): RangeResult {
     return this.mvcc.rangeOf(parseRangeRequest(request));
+  }
+
+  /** Every lease by id, with how many keys it holds. */
+  leaseList(): { id: number; ttlMs: number; expiresAt: number; keys: number }[] {
+    return this.leases.list();
+  }
+
+  /** The cluster-wide session TTL (set through the log; DEFAULT_SESSION_TTL_MS until then). */
+  get sessionTtlMs(): number {
+    return this.sessions.ttlMs;
+  }
+
+  /** The log's clock: the largest `now` of any applied command. */
+  get logClock(): number {
+    return this.sessions.clock;
   }
 
   leaseInfo(id: number): LeaseInfo | null {
@@ -277,6 +294,7 @@ export class KvStore {
       sessions.push(clientId, session.seq, session.lastSeen, session.result);
     }
     const header = [SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, this.lastApplied, this.mvcc.revision, this.sessions.clock, this.leases.nextLeaseId, entries.length];
+    const ttlMs = this.sessions.ttlMs;
     // The key table is one binary blob (see binary.ts): per key, in byte order,
     // key, value, createRevision, modRevision, version, lease.
     const table = new ByteWriter(Math.min(this.mvcc.dataBytes, 64 * 1024 * 1024) + 1024);
@@ -304,7 +322,7 @@ export class KvStore {
         // Layout: [u32 length of the CBOR head][CBOR head][key table]. The table (most of the bytes)
         // never passes through cbor-x, whose shared output buffer would otherwise grow to its size and
         // stay that large, pinned by every small value encoded into it later.
-        const head = cborEncode([...header, leases, sessions]);
+        const head = cborEncode([...header, leases, sessions, ttlMs]);
         const tableBytes = table.finish();
         const out = new Uint8Array(4 + head.length + tableBytes.length);
         new DataView(out.buffer).setUint32(0, head.length);
@@ -329,11 +347,14 @@ export class KvStore {
     } catch (error) {
       badSnapshot(`cannot decode ${bytes.length} bytes: ${String(error)}`);
     }
-    if (!Array.isArray(raw) || raw.length !== 9) badSnapshot("not a snapshot head");
+    if (!Array.isArray(raw) || (raw.length !== 9 && raw.length !== 10)) badSnapshot("not a snapshot head");
     const [magic, format, appliedIndex, revision, clock, nextLeaseId, keyCount, leases, sessions] = raw;
+    const sessionTtlMs: unknown = format === 2 ? DEFAULT_SESSION_TTL_MS : raw[9];
     const table = bytes.subarray(4 + headLength);
     if (magic !== SNAPSHOT_MAGIC) badSnapshot("wrong magic");
-    if (format !== SNAPSHOT_FORMAT) badSnapshot(`unknown format ${String(format)}`);
+    if (format !== SNAPSHOT_FORMAT && format !== 2) badSnapshot(`unknown format ${String(format)}`);
+    if (raw.length !== (format === 2 ? 9 : 10)) badSnapshot("not a snapshot head");
+    if (!isCount(sessionTtlMs) || sessionTtlMs === 0) badSnapshot("bad session TTL");
     if (!isCount(appliedIndex) || !isCount(revision) || !isTime(clock) || !isCount(nextLeaseId)) {
       badSnapshot("bad header numbers");
     }
@@ -389,10 +410,11 @@ export class KvStore {
         badSnapshot(`bad session at ${i / SESSION_FIELDS}`);
       }
       if (lastSeen < lastSeenBefore) badSnapshot("sessions out of order");
-      if (typeof result !== "object" || result === null || typeof (result as { ok?: unknown }).ok !== "boolean") {
+      const noResult = seq === 0 && result === null;
+      if (!noResult && (typeof result !== "object" || result === null || typeof (result as { ok?: unknown }).ok !== "boolean")) {
         badSnapshot(`bad cached result of session ${clientId}`);
       }
-      sessionMap.set(clientId, { seq, lastSeen, result: plainCopy(result) as ApplyResult });
+      sessionMap.set(clientId, { seq, lastSeen, result: noResult ? null : (plainCopy(result) as ApplyResult) });
       lastSeenBefore = lastSeen;
     }
 
@@ -400,7 +422,7 @@ export class KvStore {
     this.lastApplied = appliedIndex;
     this.mvcc.load(entries, revision, dataBytes);
     this.leases.load(leaseMap, nextLeaseId);
-    this.sessions.load(sessionMap, clock);
+    this.sessions.load(sessionMap, clock, sessionTtlMs);
   }
 
   /** Check internal invariants (for tests); throws an Error describing the first violation. */

@@ -39,6 +39,12 @@ export interface RangeRequest extends KeySelector {
   keysOnly?: boolean;
   /** Return no kvs, only the count. */
   countOnly?: boolean;
+  /**
+   * Read the range as it was at this revision (0 or absent: the current one). It must be within the
+   * kept history: at least compactRevision - 1 (else COMPACTED) and at most the current revision (else
+   * FUTURE_REVISION). Not allowed in a transaction.
+   */
+  revision?: number;
 }
 
 // ---- commands -----------------------------------------------------------------------------------
@@ -133,6 +139,23 @@ export interface LeaseRefreshAllCommand {
   now: number;
 }
 
+/** Register a client session; its id is the index of this log entry (unique cluster-wide). */
+export interface SessionRegisterCommand {
+  op: "sessionRegister";
+}
+
+/** Set the cluster-wide session TTL (sessions idle longer than this, by the log's clock, expire). */
+export interface SessionTtlCommand {
+  op: "sessionTtl";
+  ttlMs: number;
+}
+
+/** Forget the history of changes up to and including `revision`: reads and watches before it fail. */
+export interface CompactCommand {
+  op: "compact";
+  revision: number;
+}
+
 export type Command =
   | PutCommand
   | DelCommand
@@ -141,7 +164,10 @@ export type Command =
   | LeaseRevokeCommand
   | LeaseKeepAliveCommand
   | LeaseExpireCommand
-  | LeaseRefreshAllCommand;
+  | LeaseRefreshAllCommand
+  | SessionRegisterCommand
+  | SessionTtlCommand
+  | CompactCommand;
 
 /** What one Raft log entry carries. `now` is the proposing leader's clock (ms). */
 export interface LogCommand {
@@ -179,8 +205,10 @@ export interface RangeResult {
   kvs: KeyValue[];
   /** Number of keys in the range, regardless of limit. */
   count: number;
-  /** True when limit cut the result short. */
+  /** True when more keys of the range follow: cut short by `limit` or by the reply size limit. */
   more: boolean;
+  /** With `more`: the first key not returned; ask again from it (at `revision`) for the next page. */
+  nextKey?: Uint8Array;
 }
 
 export type TxnOpResult = PutResult | DelResult | RangeResult;
@@ -225,6 +253,24 @@ export interface LeaseRefreshAllResult {
   leases: number;
 }
 
+export interface SessionRegisterResult {
+  op: "sessionRegister";
+  sessionId: string;
+  ttlMs: number;
+}
+
+export interface SessionTtlResult {
+  op: "sessionTtl";
+  ttlMs: number;
+}
+
+export interface CompactResult {
+  op: "compact";
+  /** The revision compacted up to. */
+  compacted: number;
+  revision: number;
+}
+
 export type CommandResult =
   | PutResult
   | DelResult
@@ -233,7 +279,10 @@ export type CommandResult =
   | LeaseKeepAliveResult
   | LeaseRevokeResult
   | LeaseExpireResult
-  | LeaseRefreshAllResult;
+  | LeaseRefreshAllResult
+  | SessionRegisterResult
+  | SessionTtlResult
+  | CompactResult;
 
 export interface ErrorInfo {
   code: KvErrorCode;
@@ -286,8 +335,6 @@ export interface KvStats {
 }
 
 export interface KvStoreOptions {
-  /** Sessions idle longer than this (by the clock of applied commands) are dropped. Default 10 min. */
-  sessionTtlMs?: number;
   /** Most watch events kept in history. Default 10,000. */
   historyMaxEvents?: number;
   /** Most bytes (keys + values) kept in watch history. Default 64 MiB. */

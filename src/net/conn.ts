@@ -86,6 +86,9 @@ export class FramedConn {
   private sendQueueBytes = 0;
   private isClosed = false;
   private reasonClosed: string | undefined;
+  /** Bytes of the frames accepted by send() and of the chunks received, for metrics. */
+  bytesSent = 0;
+  bytesReceived = 0;
 
   constructor(
     private readonly socket: FrameSocket,
@@ -150,13 +153,16 @@ export class FramedConn {
     const frame = encodeFrame(value, this.maxFrameBytes);
     if (this.sendQueueBytes > 0) {
       if (!this.slowReader && this.sendQueueBytes + frame.length > this.maxQueuedBytes) return false;
-      return this.enqueue(frame);
+      if (!this.enqueue(frame)) return false;
+      this.bytesSent += frame.length;
+      return true;
     }
     const written = this.socket.write(frame);
     if (written < 0) {
       this.shutDown("socket closed", false);
       return false;
     }
+    this.bytesSent += frame.length;
     if (written < frame.length) return this.enqueue(written === 0 ? frame : frame.subarray(written));
     return true;
   }
@@ -174,6 +180,7 @@ export class FramedConn {
   /** @internal Socket data handler: raw chunk from the peer. */
   receive(chunk: Uint8Array): void {
     if (this.isClosed) return;
+    this.bytesReceived += chunk.length;
     let values: unknown[];
     try {
       if (this.framesReceived === 0 && this.decoder.bufferedBytes === 0 && looksLikeTls(chunk)) {

@@ -49,6 +49,8 @@ export class PeerLink {
   private isClosed = false;
   private connectCount = 0;
   private tls: TlsMaterial | undefined;
+  /** Bytes sent on the connections closed so far. */
+  private bytesSentBefore = 0;
 
   constructor(private readonly options: PeerLinkOptions) {
     this.host = options.host;
@@ -68,6 +70,11 @@ export class PeerLink {
   /** Number of connections established so far (1 after the first connect, 2 after a reconnect, ...). */
   get connects(): number {
     return this.connectCount;
+  }
+
+  /** Bytes sent to the peer on every connection of this link. */
+  get bytesSent(): number {
+    return this.bytesSentBefore + (this.conn?.bytesSent ?? 0);
   }
 
   get queuedBytes(): number {
@@ -154,6 +161,7 @@ export class PeerLink {
 
   private connectionClosed(conn: FramedConn): void {
     if (conn !== this.conn) return; // a connection we never adopted, or close() already let go of it
+    this.bytesSentBefore += conn.bytesSent;
     this.conn = undefined;
     if (this.isClosed) return;
     this.options.onDisconnect?.(this, conn.closeReason ?? "closed");

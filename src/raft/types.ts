@@ -13,6 +13,7 @@ export interface Entry {
   index: number;
   term: number;
   data: Uint8Array;
+  type?: number; // 0 or absent = normal entry, 1 = configuration change
 }
 
 /** What must be on disk before any message that depends on it is sent. */

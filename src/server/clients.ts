@@ -7,8 +7,9 @@ import { isKvError } from "../kv/errors";
 import type { ApplyResult, Command, RangeRequest } from "../kv/types";
 import type { FramedConn } from "../net";
 import { NONE } from "../raft/types";
-import type { ClientOp, ErrorCode, LeaderHint, NodeStatus, RequestFrame } from "../protocol";
-import type { Clock, Failure, NodeRuntime } from "./runtime";
+import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
+import type { NodeMetrics } from "./metrics";
+import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
 /** Requests a leader holds awaiting commit or read confirmation before it answers TOO_BUSY. */
@@ -20,25 +21,30 @@ export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
 export interface ClientServiceDeps {
   runtime: NodeRuntime;
   watches: Watches;
-  clock: Clock;
+  /** The time stamped into log commands (LeaseKeeper.now: the log's clock, carried on monotonically). */
+  logNow: () => number;
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
+  /** Told of every request and answer; also answers `stats` (production: /metrics and the dashboard). */
+  metrics?: NodeMetrics;
 }
 
 export class ClientService {
   private readonly runtime: NodeRuntime;
   private readonly watches: Watches;
-  private readonly clock: Clock;
+  private readonly logNow: () => number;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
+  private readonly metrics: NodeMetrics | undefined;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
     this.watches = deps.watches;
-    this.clock = deps.clock;
+    this.logNow = deps.logNow;
     this.nodes = deps.nodes;
     this.status = deps.status;
+    this.metrics = deps.metrics;
   }
 
   private get id(): number {
@@ -63,6 +69,7 @@ export class ClientService {
 
   onRequest(conn: ClientConn, req: RequestFrame): void {
     if (typeof req.id !== "number") throw new Error("request without an id");
+    this.metrics?.requestStarted(conn, req);
     try {
       this.handleRequest(conn, req);
     } catch (err) {
@@ -75,6 +82,10 @@ export class ClientService {
     switch (req.op) {
       case "status":
         this.replyOk(conn, req.id, this.status());
+        return;
+      case "stats":
+        if (!this.metrics) throw new Error(`node ${this.id} keeps no stats`);
+        this.replyOk(conn, req.id, this.metrics.stats());
         return;
       case "range": {
         const range = parseRangeRequest(req.range);
@@ -92,9 +103,26 @@ export class ClientService {
         });
         return;
       }
-      case "watch":
-        this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0);
+      case "watch": {
+        const started = this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true);
+        this.metrics?.requestEnded(conn, req.id, started);
         return;
+      }
+      case "leases": {
+        // Time left is measured on the leader's clock, after a ReadIndex like any linearizable read.
+        if (req.lease !== undefined && !(typeof req.lease === "number" && Number.isSafeInteger(req.lease) && req.lease > 0)) {
+          throw new Error(`lease must be a positive integer, got ${JSON.stringify(req.lease)}`);
+        }
+        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
+        if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
+          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
+        }
+        this.runtime.readIndex({
+          ready: () => this.serveLeases(conn, req.id, req.lease),
+          failed: (f) => this.fail(conn, req.id, f),
+        });
+        return;
+      }
       case "write": {
         if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
         if (this.runtime.pendingWriteCount >= MAX_PENDING_REQUESTS) {
@@ -105,7 +133,7 @@ export class ClientService {
         // can reach the log.
         const data = encodeLogCommand({
           cmd: this.stampLeaseCommand(req.cmd),
-          now: this.clock.wallNow(),
+          now: this.logNow(),
           ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
         });
         this.runtime.propose(data, {
@@ -122,7 +150,7 @@ export class ClientService {
   /** Lease times come from the leader's clock, never the client's. Expiry and refresh are internal. */
   private stampLeaseCommand(cmd: Command): Command {
     const op = (cmd as { op?: unknown } | null)?.op;
-    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.clock.wallNow() } as Command;
+    if (op === "leaseGrant" || op === "leaseKeepAlive") return { ...cmd, now: this.logNow() } as Command;
     if (op === "leaseExpire" || op === "leaseRefreshAll") throw new Error(`${op} is proposed by the leader itself, not by clients`);
     return cmd;
   }
@@ -142,15 +170,46 @@ export class ClientService {
     this.reply(conn, reqId, { code: f.code, message: f.message, ...(f.leaderHint ? { leader: this.leaderHint() } : {}) });
   }
 
+  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
-    this.replyOk(conn, reqId, this.runtime.kv.range(range));
+    let result;
+    try {
+      result = this.runtime.kv.range(range);
+    } catch (err) {
+      if (!isKvError(err)) throw err;
+      return this.reply(conn, reqId, { code: err.code, message: err.message });
+    }
+    this.replyOk(conn, reqId, result);
+  }
+
+  private serveLeases(conn: ClientConn, reqId: number, id: number | undefined): void {
+    const now = this.logNow();
+    const remaining = (expiresAt: number) => Math.max(0, Math.round(expiresAt - now));
+    if (id === undefined) {
+      const leases: LeaseStatus[] = this.runtime.kv
+        .leaseList()
+        .map((l) => ({ id: l.id, ttlMs: l.ttlMs, remainingMs: remaining(l.expiresAt), keyCount: l.keys }));
+      return this.replyOk(conn, reqId, { leases });
+    }
+    const lease = this.runtime.kv.leaseInfo(id);
+    if (!lease) return this.reply(conn, reqId, { code: "LEASE_NOT_FOUND", message: `lease ${id} does not exist (expired, revoked or never granted)` });
+    const status: LeaseStatus & { keys: Uint8Array[] } = {
+      id,
+      ttlMs: lease.ttlMs,
+      remainingMs: remaining(lease.expiresAt),
+      keyCount: lease.keys.length,
+      keys: lease.keys,
+    };
+    this.replyOk(conn, reqId, status);
   }
 
   private replyOk(conn: ClientConn, id: number, result: unknown): void {
+    this.metrics?.requestEnded(conn, id, "ok");
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
   }
 
   private reply(conn: ClientConn, id: number, err: { code: ErrorCode; message: string; leader?: LeaderHint }): void {
+    this.metrics?.requestEnded(conn, id, err.code);
     if (conn.closed) return;
     conn.send({ k: "res", id, ok: false, code: err.code, message: err.message, ...(err.leader ? { leader: err.leader } : {}) });
   }

@@ -2,7 +2,6 @@
 // snapshot files in the data directory, TCP peers and clients, and optional HTTP.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { DEFAULT_SESSION_TTL_MS } from "../kv/store";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
@@ -14,6 +13,7 @@ import { ConnectionGate, REFUSED_INCARNATION } from "./gate";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
 import { Logger, type LogFormat, type LogLevel } from "./log";
+import { NodeMetrics } from "./metrics";
 import { NodeRuntime, type Clock } from "./runtime";
 import { TcpTransport } from "./transport";
 import { Watches } from "./watches";
@@ -32,8 +32,6 @@ export interface NodeOptions {
   listenHost?: string;
   /** false: one fsync per log entry instead of one per event-loop turn (only to measure group commit). */
   groupCommit?: boolean;
-  /** Client sessions (for exactly-once retries) idle longer than this are forgotten. Same on every node. */
-  sessionTtlMs?: number;
   /** Serve /health, /status and /metrics over HTTP on this port (0 or absent: no HTTP). */
   httpPort?: number;
   /** Mutual TLS on the node port (and HTTPS on the HTTP port) with these files; re-read by reloadTls(). */
@@ -83,6 +81,18 @@ export class RaftKvNode {
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
   private readonly startedAt = Date.now();
+  private readonly metrics = new NodeMetrics(() => {
+    const kv = this.runtime.kv.stats();
+    return {
+      status: this.status(),
+      pendingProposals: this.runtime.pendingWriteCount,
+      openConnections: this.listener?.connections.size ?? 0,
+      watchers: this.watches.count,
+      leases: kv.leases,
+      storedBytes: kv.approxBytes,
+      peerBytesSent: this.transport.bytesSent(),
+    };
+  });
 
   private appliedAtLastCheck = 0;
   private idleSince = Date.now();
@@ -100,7 +110,6 @@ export class RaftKvNode {
       logLevel: "info",
       logFormat: "text",
       groupCommit: true,
-      sessionTtlMs: DEFAULT_SESSION_TTL_MS,
       ...opts,
     };
     if (this.opts.electionMs < 2 * this.opts.heartbeatMs) {
@@ -145,7 +154,7 @@ export class RaftKvNode {
         onClose: (conn) => this.watches.dropConn(conn),
       });
       if (this.opts.httpPort) {
-        this.http = serveHttp(listenHost, this.opts.httpPort, () => this.status(), this.tls);
+        this.http = serveHttp(listenHost, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics, tls: () => this.tls });
       }
       if (!this.tls && !isLoopback(listenHost)) {
         this.log.warn(
@@ -198,7 +207,6 @@ export class RaftKvNode {
         rng: Math.random,
         snapshotEntries: this.opts.snapshotEntries,
         groupCommit: this.opts.groupCommit,
-        sessionTtlMs: this.opts.sessionTtlMs,
       },
       {
         clock: realClock,
@@ -212,12 +220,13 @@ export class RaftKvNode {
         recovered: state,
         log: this.log,
         failStop: () => process.exit(2),
+        metrics: this.metrics,
       },
     );
     this.watches = new Watches(this.runtime.kv, this.id);
     this.runtime.onSnapshotInstalled.push(() => this.watches.endAfterSnapshot());
     this.leases = new LeaseKeeper(this.runtime, realClock, this.log);
-    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, clock: realClock, nodes: this.opts.nodes, status: () => this.status() });
+    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
     this.log.info("recovered from disk", {
       snapshotIndex: state.snapshot?.index ?? 0,
       entries: state.entries.length,
@@ -233,6 +242,7 @@ export class RaftKvNode {
     this.transport.close();
     this.listener?.stop();
     this.http?.stop();
+    this.metrics.stop();
     this.runtime.stop({ code: "SHUTTING_DOWN", message: `node ${this.id} is shutting down` });
     try {
       this.wal.close();
@@ -295,6 +305,7 @@ export class RaftKvNode {
       }
       case "hello":
         this.gate.onHello(conn, value as Partial<HelloFrame>);
+        if (conn.peerId !== null) this.metrics.peerConnected(conn, conn.peerId);
         return;
       case "req": {
         const req = value as RequestFrame;

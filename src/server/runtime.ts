@@ -9,6 +9,7 @@ import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready
 import type { RecoveredState } from "../storage";
 import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
+import type { NodeMetrics } from "./metrics";
 
 /** Time as the runtime sees it. Production: performance.now / Date.now / setImmediate / setInterval. */
 export interface Clock {
@@ -67,7 +68,6 @@ export interface RuntimeOptions {
   snapshotEntries: number;
   /** false: one fsync per log entry instead of one per batch (only to measure group commit). */
   groupCommit: boolean;
-  sessionTtlMs: number;
   /** Core tuning, for the simulation. */
   core?: Pick<RaftConfig, "maxInflight" | "maxEntriesPerAppend" | "maxBytesPerAppend">;
 }
@@ -81,6 +81,8 @@ export interface RuntimeDeps {
   log: Logger;
   /** Stop the node at once (production: exit the process). Never returns. */
   failStop(reason: string): never;
+  /** Told of messages, fsyncs, applies, snapshots and leaders (production: /metrics). */
+  metrics?: NodeMetrics;
 }
 
 /** Why a request could not complete; `leaderHint` asks the caller to add where the leader is. */
@@ -124,6 +126,7 @@ export class NodeRuntime {
   private readonly storage: RuntimeStorage;
   private readonly log: Logger;
   private readonly failStop: (reason: string) => never;
+  private readonly metrics: NodeMetrics | undefined;
   private readonly opts: RuntimeOptions;
 
   private readyScheduled = false;
@@ -160,12 +163,12 @@ export class NodeRuntime {
     this.storage = deps.storage;
     this.log = deps.log;
     this.failStop = deps.failStop;
+    this.metrics = deps.metrics;
     const state = deps.recovered;
     this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
     this.persistedTerm = state.hardState.term;
     this.persistedVote = state.hardState.vote;
-    const kvOptions = { sessionTtlMs: opts.sessionTtlMs };
-    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data, kvOptions) : new KvStore(kvOptions);
+    this.kv = state.snapshot ? KvStore.restore(state.snapshot.data) : new KvStore();
     this.core = new RaftCore(
       {
         id: opts.id,
@@ -223,6 +226,7 @@ export class NodeRuntime {
 
   /** A Raft message from a peer (a snapshot arrives whole, with its data). */
   step(m: Message): void {
+    this.metrics?.messageReceived(m);
     this.core.step(m);
     this.scheduleReady();
   }
@@ -281,7 +285,9 @@ export class NodeRuntime {
         this.failStop(`storage failure: ${(err as Error).message}`);
       }
       if (!sendFirst) for (const m of rd.messages) this.sendMessage(m);
+      const applyStart = this.clock.now();
       this.apply(rd);
+      this.metrics?.applied(rd.committed.length, this.clock.now() - applyStart);
       this.core.advance(rd);
     }
     this.noticeRoleChange();
@@ -308,10 +314,16 @@ export class NodeRuntime {
     if (!this.opts.groupCommit) {
       for (const e of rd.entries) {
         wal.append([e]);
-        wal.sync();
+        this.syncWal();
       }
     } else if (rd.entries.length) wal.append(rd.entries);
-    if (mustSync) wal.sync();
+    if (mustSync) this.syncWal();
+  }
+
+  private syncWal(): void {
+    const t0 = this.clock.now();
+    this.storage.wal.sync();
+    this.metrics?.walSynced(this.clock.now() - t0);
   }
 
   private apply(rd: Ready): void {
@@ -363,6 +375,7 @@ export class NodeRuntime {
     const role = this.core.role;
     const leader = this.core.leader;
     if (role === this.lastRole && leader === this.lastLeader) return;
+    if (leader !== this.lastLeader) this.metrics?.leaderSeen(this.core.term, leader);
     const wasLeader = this.lastRole === "leader";
     if (role === "leader" && !wasLeader) this.log.info("became leader");
     else if (leader !== this.lastLeader && leader !== NONE && role !== "leader") this.log.info("following leader", { leader });
@@ -427,6 +440,7 @@ export class NodeRuntime {
         const deleted = this.storage.wal.compact(previous?.index ?? 0);
         const keep = Math.min(CATCH_UP_ENTRIES, this.opts.snapshotEntries);
         this.core.compact(Math.max(this.core.status().snapshotIndex, applied - keep));
+        this.metrics?.snapshotWritten(snap.data.length, this.clock.now() - t0);
         this.log.info("snapshot written", { index: applied, bytes: snap.data.length, encodeMs: Math.round(encodeMs), segmentsDeleted: deleted });
       })
       .catch((err: Error) => this.log.error("snapshot failed", { reason: err.message }))
@@ -464,6 +478,7 @@ export class NodeRuntime {
       void this.sendSnapshot(m.to, m.term);
       return;
     }
+    this.metrics?.messageSent(m);
     this.transport.send(m);
   }
 }

@@ -65,6 +65,11 @@ export class TcpTransport implements Transport {
     for (const link of this.links.values()) link.close();
   }
 
+  /** Bytes sent to each peer on its link (for metrics). */
+  bytesSent(): { peer: number; bytes: number }[] {
+    return [...this.links].map(([peer, link]) => ({ peer, bytes: link.bytesSent }));
+  }
+
   send(m: Message): void {
     this.links.get(m.to)?.send({ k: "raft", m: toWire(m) } satisfies RaftFrame);
   }

@@ -12,10 +12,27 @@ interface Watcher {
   matches: (key: Uint8Array) => boolean;
   /** First revision wanted: a lagging node may still apply older ones after the watch starts. */
   from: number;
+  /** Send each event's previous value (prevValue); without it, it is left out. */
+  prevKv: boolean;
+}
+
+/** The events as a watcher asked for them: without prevValue unless it asked for the previous values. */
+function shaped(events: readonly WatchEvent[], prevKv: boolean): readonly WatchEvent[] {
+  if (prevKv) return events;
+  return events.map((e) => {
+    if (e.prevValue === undefined) return e;
+    const { prevValue: _omitted, ...rest } = e;
+    return rest;
+  });
 }
 
 export class Watches {
   private readonly watchers = new Set<Watcher>();
+
+  /** Watches being served. */
+  get count(): number {
+    return this.watchers.size;
+  }
 
   constructor(
     private readonly kv: KvStore,
@@ -24,12 +41,13 @@ export class Watches {
     kv.onEvents((events, revision) => this.publish(events, revision));
   }
 
-  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number): void {
+  /** Starts a watch; returns "ok", or the error code the watch ended with at once. */
+  start(conn: ClientConn, id: number, selector: KeySelector, fromRevision: number, prevKv = false): "ok" | "COMPACTED" {
     const matches = keyMatcher(selector);
     const backlog = fromRevision > 0 ? this.kv.eventsSince(fromRevision, selector) : [];
     if (backlog === "compacted") {
       send(conn, { k: "ev", id, error: { code: "COMPACTED", message: `revision ${fromRevision} is compacted on node ${this.nodeId} (oldest kept: ${this.kv.compactRevision})` } });
-      return;
+      return "COMPACTED";
     }
     if (!conn.closed) conn.send({ k: "res", id, ok: true, result: { watching: true, revision: this.kv.revision } });
     // Replay history one revision per frame, then go live: nothing can be applied in between.
@@ -38,9 +56,10 @@ export class Watches {
       const rev = backlog[i]!.modRevision;
       const group: WatchEvent[] = [];
       while (i < backlog.length && backlog[i]!.modRevision === rev) group.push(backlog[i++]!);
-      if (!send(conn, { k: "ev", id, revision: rev, events: group })) return;
+      if (!send(conn, { k: "ev", id, revision: rev, events: shaped(group, prevKv) })) return "ok";
     }
-    this.watchers.add({ conn, id, matches, from: fromRevision });
+    this.watchers.add({ conn, id, matches, from: fromRevision, prevKv });
+    return "ok";
   }
 
   /** The connection closed: forget its watches. */
@@ -58,7 +77,7 @@ export class Watches {
     for (const w of this.watchers) {
       if (revision < w.from) continue;
       const mine = events.filter((e) => w.matches(e.key));
-      if (mine.length && !send(w.conn, { k: "ev", id: w.id, revision, events: mine })) {
+      if (mine.length && !send(w.conn, { k: "ev", id: w.id, revision, events: shaped(mine, w.prevKv) })) {
         this.end(w, "WATCHER_TOO_SLOW", "the watcher fell too far behind; resume from its last revision");
       }
     }

@@ -11,10 +11,10 @@
 // Both files are small JSON documents written durably: temp file, fdatasync, rename, fsync of the directory.
 
 import { createHash, randomUUID } from "node:crypto";
-import * as fs from "node:fs";
 import * as path from "node:path";
 import type { NodeAddr } from "../config";
-import { errorCode, fsyncDirSync, writeAllSync } from "./util";
+import { readWholeFile, realDisk, type Disk } from "./disk";
+import { errorCode } from "./util";
 
 export const IDENTITY_FILE_NAME = "IDENTITY";
 export const PEERS_FILE_NAME = "PEERS";
@@ -41,24 +41,29 @@ export function clusterIdOf(nodes: readonly NodeAddr[]): string {
 }
 
 /** Writes text to dir/name so that after a crash the file holds either the old or the new text. */
-export function writeFileDurably(dir: string, name: string, text: string): void {
+export function writeFileDurably(dir: string, name: string, text: string, disk: Disk = realDisk): void {
   const target = path.join(dir, name);
   const temp = `${target}.tmp`;
-  const fd = fs.openSync(temp, "w", 0o644);
   try {
-    writeAllSync(fd, new TextEncoder().encode(text), 0);
-    fs.fdatasyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    disk.unlink(temp); // left by a crash mid-write
+  } catch (err) {
+    if (errorCode(err) !== "ENOENT") throw err;
   }
-  fs.renameSync(temp, target);
-  fsyncDirSync(dir);
+  const fd = disk.open(temp, "wx");
+  try {
+    disk.write(fd, new TextEncoder().encode(text), 0);
+    disk.fdatasync(fd);
+  } finally {
+    disk.close(fd);
+  }
+  disk.rename(temp, target);
+  disk.fsyncDir(dir);
 }
 
-function readJson(file: string): unknown | undefined {
+function readJson(file: string, disk: Disk): unknown | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = new TextDecoder().decode(readWholeFile(disk, file));
   } catch (err) {
     if (errorCode(err) === "ENOENT") return undefined;
     throw new IdentityError(`cannot read ${file}: ${(err as Error).message}`);
@@ -83,9 +88,13 @@ function parseIdentity(value: unknown, file: string): NodeIdentity {
  * node id as given, a fresh incarnation). Throws IdentityError when the directory belongs to another node
  * or another cluster. `created` says whether this start drew the incarnation.
  */
-export function loadOrCreateIdentity(dataDir: string, want: { clusterId: string; nodeId: number }): { identity: NodeIdentity; created: boolean } {
+export function loadOrCreateIdentity(
+  dataDir: string,
+  want: { clusterId: string; nodeId: number },
+  disk: Disk = realDisk,
+): { identity: NodeIdentity; created: boolean } {
   const file = path.join(dataDir, IDENTITY_FILE_NAME);
-  const found = readJson(file);
+  const found = readJson(file, disk);
   if (found !== undefined) {
     const identity = parseIdentity(found, file);
     if (identity.nodeId !== want.nodeId) {
@@ -103,7 +112,7 @@ export function loadOrCreateIdentity(dataDir: string, want: { clusterId: string;
     return { identity, created: false };
   }
   const identity: NodeIdentity = { clusterId: want.clusterId, nodeId: want.nodeId, incarnation: randomUUID() };
-  writeFileDurably(dataDir, IDENTITY_FILE_NAME, JSON.stringify(identity) + "\n");
+  writeFileDurably(dataDir, IDENTITY_FILE_NAME, JSON.stringify(identity) + "\n", disk);
   return { identity, created: true };
 }
 
@@ -114,9 +123,12 @@ export function loadOrCreateIdentity(dataDir: string, want: { clusterId: string;
 export class KnownPeers {
   private readonly incarnations = new Map<number, string>();
 
-  constructor(private readonly dataDir: string) {
+  constructor(
+    private readonly dataDir: string,
+    private readonly disk: Disk = realDisk,
+  ) {
     const file = path.join(dataDir, PEERS_FILE_NAME);
-    const found = readJson(file) as { incarnations?: Record<string, unknown> } | undefined;
+    const found = readJson(file, disk) as { incarnations?: Record<string, unknown> } | undefined;
     if (found === undefined) return;
     if (!found || typeof found.incarnations !== "object" || found.incarnations === null) {
       throw new IdentityError(`${file} is malformed: expected {"incarnations": {...}}`);
@@ -134,7 +146,7 @@ export class KnownPeers {
   record(nodeId: number, incarnation: string): void {
     const next = new Map(this.incarnations).set(nodeId, incarnation);
     const incarnations = Object.fromEntries([...next].sort((a, b) => a[0] - b[0]));
-    writeFileDurably(this.dataDir, PEERS_FILE_NAME, JSON.stringify({ incarnations }) + "\n");
+    writeFileDurably(this.dataDir, PEERS_FILE_NAME, JSON.stringify({ incarnations }) + "\n", this.disk);
     this.incarnations.set(nodeId, incarnation);
   }
 }

@@ -10,13 +10,31 @@
 //  36  u32 crc32 of header bytes 0..35
 //  40  data
 
-import * as fs from "node:fs";
-import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import type { Snapshot } from "../raft/types";
-import { crc32, errorCode, fsyncDirSync, getU64, isSafeIndex, setU64, writeAllSync } from "./util";
+import { readWholeFile, realDisk, type Disk } from "./disk";
+import { crc32, errorCode, getU64, isSafeIndex, setU64 } from "./util";
 
 export type StorageLog = (level: "warn" | "info", msg: string) => void;
+
+export class SnapshotCorruptError extends Error {
+  override readonly name = "SnapshotCorruptError";
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    readonly older: string | null,
+  ) {
+    super(
+      `corrupt snapshot ${file}: ${problem}. It was synced before it got its name, so this is corruption, not a ` +
+        `torn write, and the node will not start on it. Do not edit the file. Options: ` +
+        (older === null
+          ? "restore this node's data dir from a backup, or replace the node with a new member from a healthy peer."
+          : `move ${file} out of the data dir to start from the older snapshot ${older} (the node refuses again if ` +
+            `its log no longer reaches back to it), or restore this node's data dir from a backup, or replace the ` +
+            `node with a new member from a healthy peer.`),
+    );
+  }
+}
 
 export const SNAPSHOT_HEADER_BYTES = 40;
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -44,9 +62,9 @@ function tempPathFor(dir: string, index: number): string {
   return path.join(dir, `${snapshotFileName(index)}.${process.pid}.${tempCounter}.tmp`);
 }
 
-function readDirOrEmpty(dir: string): string[] {
+function readDirOrEmpty(dir: string, disk: Disk): string[] {
   try {
-    return fs.readdirSync(dir);
+    return disk.readdir(dir);
   } catch (err) {
     if (errorCode(err) === "ENOENT") return [];
     throw err;
@@ -54,9 +72,9 @@ function readDirOrEmpty(dir: string): string[] {
 }
 
 /** Snapshot files in `dir`, oldest (lowest index) first. Temp files are not listed. */
-export function snapshotFiles(dir: string): SnapshotFile[] {
+export function snapshotFiles(dir: string, disk: Disk = realDisk): SnapshotFile[] {
   const files: SnapshotFile[] = [];
-  for (const name of readDirOrEmpty(dir)) {
+  for (const name of readDirOrEmpty(dir, disk)) {
     const match = SNAPSHOT_NAME.exec(name);
     if (match) files.push({ name, path: path.join(dir, name), index: Number(match[1]) });
   }
@@ -102,25 +120,22 @@ export function decodeSnapshotFile(bytes: Uint8Array): Snapshot | string {
   return { index, term, data };
 }
 
-function pruneSnapshotsSync(dir: string): void {
-  const files = snapshotFiles(dir);
+function pruneSnapshots(dir: string, disk: Disk): void {
+  const files = snapshotFiles(dir, disk);
   for (const file of files.slice(0, Math.max(0, files.length - SNAPSHOTS_KEPT))) {
     try {
-      fs.unlinkSync(file.path);
+      disk.unlink(file.path);
     } catch (err) {
       if (errorCode(err) !== "ENOENT") throw err;
     }
   }
 }
 
-async function pruneSnapshotsAsync(dir: string): Promise<void> {
-  const files = snapshotFiles(dir);
-  for (const file of files.slice(0, Math.max(0, files.length - SNAPSHOTS_KEPT))) {
-    try {
-      await fsp.unlink(file.path);
-    } catch (err) {
-      if (errorCode(err) !== "ENOENT") throw err;
-    }
+function removeIfPresent(file: string, disk: Disk): void {
+  try {
+    disk.unlink(file);
+  } catch (err) {
+    if (errorCode(err) !== "ENOENT") throw err;
   }
 }
 
@@ -128,94 +143,79 @@ async function pruneSnapshotsAsync(dir: string): Promise<void> {
  * Durably writes `snap` as dir/snap-<index>.snap and returns its path; then deletes all but the newest
  * SNAPSHOTS_KEPT snapshot files. Blocks the event loop for the whole write: see writeSnapshotAsync.
  */
-export function writeSnapshot(dir: string, snap: Snapshot): string {
+export function writeSnapshot(dir: string, snap: Snapshot, disk: Disk = realDisk): string {
   const header = encodeSnapshotHeader(snap);
-  fs.mkdirSync(dir, { recursive: true });
+  disk.mkdir(dir);
   const finalPath = path.join(dir, snapshotFileName(snap.index));
   const tempPath = tempPathFor(dir, snap.index);
   try {
-    const fd = fs.openSync(tempPath, "wx", 0o644);
+    const fd = disk.open(tempPath, "wx");
     try {
-      writeAllSync(fd, header, 0);
-      writeAllSync(fd, snap.data, SNAPSHOT_HEADER_BYTES);
-      fs.fsyncSync(fd);
+      disk.write(fd, header, 0);
+      disk.write(fd, snap.data, SNAPSHOT_HEADER_BYTES);
+      disk.fdatasync(fd);
     } finally {
-      fs.closeSync(fd);
+      disk.close(fd);
     }
-    fs.renameSync(tempPath, finalPath);
+    disk.rename(tempPath, finalPath);
   } catch (err) {
-    fs.rmSync(tempPath, { force: true });
+    removeIfPresent(tempPath, disk);
     throw err;
   }
-  fsyncDirSync(dir);
-  pruneSnapshotsSync(dir);
+  disk.fsyncDir(dir);
+  pruneSnapshots(dir, disk);
   return finalPath;
 }
 
-/** Same as writeSnapshot, through node:fs/promises, so the event loop keeps running meanwhile. */
-export async function writeSnapshotAsync(dir: string, snap: Snapshot): Promise<string> {
+/** Same as writeSnapshot, but the data write and the syncs run without blocking the event loop. */
+export async function writeSnapshotAsync(dir: string, snap: Snapshot, disk: Disk = realDisk): Promise<string> {
   const header = encodeSnapshotHeader(snap);
-  await fsp.mkdir(dir, { recursive: true });
+  disk.mkdir(dir);
   const finalPath = path.join(dir, snapshotFileName(snap.index));
   const tempPath = tempPathFor(dir, snap.index);
   try {
-    const file = await fsp.open(tempPath, "wx", 0o644);
+    const fd = disk.open(tempPath, "wx");
     try {
-      await writeAllAsync(file, header, 0);
-      await writeAllAsync(file, snap.data, SNAPSHOT_HEADER_BYTES);
-      await file.datasync();
+      await disk.writeAsync(fd, header, 0);
+      await disk.writeAsync(fd, snap.data, SNAPSHOT_HEADER_BYTES);
+      await disk.fdatasyncAsync(fd);
     } finally {
-      await file.close();
+      disk.close(fd);
     }
-    await fsp.rename(tempPath, finalPath);
+    disk.rename(tempPath, finalPath);
   } catch (err) {
-    await fsp.rm(tempPath, { force: true });
+    removeIfPresent(tempPath, disk);
     throw err;
   }
-  const dirHandle = await fsp.open(dir, "r");
-  try {
-    await dirHandle.sync();
-  } finally {
-    await dirHandle.close();
-  }
-  await pruneSnapshotsAsync(dir);
+  await disk.fsyncDirAsync(dir);
+  pruneSnapshots(dir, disk);
   return finalPath;
 }
 
-async function writeAllAsync(file: fsp.FileHandle, bytes: Uint8Array, position: number): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) {
-    const { bytesWritten } = await file.write(bytes, written, bytes.length - written, position + written);
-    if (bytesWritten <= 0) throw new Error(`short write: wrote ${written} of ${bytes.length} bytes`);
-    written += bytesWritten;
+/** Deletes snapshot temp files left by a crash mid-write (only at startup: one may be in progress later). */
+export function cleanSnapshotTempFiles(dir: string, log: StorageLog, disk: Disk = realDisk): void {
+  for (const name of readDirOrEmpty(dir, disk)) {
+    if (SNAPSHOT_TEMP_NAME.test(name)) {
+      log("info", `removing leftover snapshot temp file ${path.join(dir, name)}`);
+      removeIfPresent(path.join(dir, name), disk);
+    }
   }
 }
 
 /**
- * The newest snapshot in `dir` that validates, or null if there is none. Corrupt snapshot files are
- * skipped with a warning (and left in place for inspection); leftover temp files are deleted.
+ * The newest snapshot in `dir`, or null if there is none. A damaged newest snapshot throws
+ * SnapshotCorruptError naming the file and what is wrong: a snapshot file gets its name only after its
+ * data was synced (temp file, fdatasync, rename), so damage in it is never a torn write, and falling back
+ * to the older snapshot silently would hide a failing disk. The `log` parameter is kept for callers.
  */
-export function loadLatestSnapshot(dir: string, log?: StorageLog): Snapshot | null {
-  for (const name of readDirOrEmpty(dir)) {
-    if (SNAPSHOT_TEMP_NAME.test(name)) {
-      log?.("info", `removing leftover snapshot temp file ${path.join(dir, name)}`);
-      fs.rmSync(path.join(dir, name), { force: true });
-    }
+export function loadLatestSnapshot(dir: string, _log?: StorageLog, disk: Disk = realDisk): Snapshot | null {
+  const files = snapshotFiles(dir, disk);
+  const newest = files[files.length - 1];
+  if (newest === undefined) return null;
+  const result = decodeSnapshotFile(readWholeFile(disk, newest.path));
+  if (typeof result === "string") throw new SnapshotCorruptError(newest.path, result, files[files.length - 2]?.path ?? null);
+  if (result.index !== newest.index) {
+    throw new SnapshotCorruptError(newest.path, `its header says index ${result.index}`, files[files.length - 2]?.path ?? null);
   }
-  const files = snapshotFiles(dir);
-  for (let i = files.length - 1; i >= 0; i--) {
-    const file = files[i]!;
-    const bytes = fs.readFileSync(file.path);
-    const result = decodeSnapshotFile(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
-    if (typeof result === "string") {
-      log?.("warn", `skipping corrupt snapshot ${file.path}: ${result}`);
-      continue;
-    }
-    if (result.index !== file.index) {
-      log?.("warn", `skipping snapshot ${file.path}: its header says index ${result.index}`);
-      continue;
-    }
-    return result;
-  }
-  return null;
+  return result;
 }

@@ -1,7 +1,5 @@
 // Small helpers shared by the WAL and the snapshot files.
 
-import * as fs from "node:fs";
-
 const TWO_POW_32 = 0x1_0000_0000;
 
 /** Writes a non-negative safe integer as a little-endian u64. */
@@ -42,26 +40,6 @@ export function errorCode(err: unknown): string | undefined {
     return typeof code === "string" ? code : undefined;
   }
   return undefined;
-}
-
-/** writeSync until every byte is written (a regular file normally takes it all in one call). */
-export function writeAllSync(fd: number, bytes: Uint8Array, position: number): void {
-  let written = 0;
-  while (written < bytes.length) {
-    const n = fs.writeSync(fd, bytes, written, bytes.length - written, position + written);
-    if (n <= 0) throw new Error(`short write: wrote ${written} of ${bytes.length} bytes`);
-    written += n;
-  }
-}
-
-/** fsync a directory so that creates, renames and deletes inside it are durable. */
-export function fsyncDirSync(dir: string): void {
-  const fd = fs.openSync(dir, "r");
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 export function isSafeIndex(value: number): boolean {

@@ -39,7 +39,9 @@ describe("coordination primitives", () => {
 
   test("a retried write is applied once: same node, after a leader change, and after a snapshot and full restart", async () => {
     const leader = await c.waitForLeader();
-    const write = { op: "write", cmd: { op: "put", key: toBytes("once"), value: toBytes("1") }, clientId: "test-client/0", seq: 1 };
+    const registered = await rawRequest(c.endpoint(leader), { op: "write", cmd: { op: "sessionRegister" } });
+    const clientId = (registered as { result: { sessionId: string } }).result.sessionId;
+    const write = { op: "write", cmd: { op: "put", key: toBytes("once"), value: toBytes("1") }, clientId, seq: 1 };
     const first = await rawRequest(c.endpoint(leader), write);
     expect(first.ok).toBe(true);
     const rev = (first as { result: { revision: number } }).result.revision;

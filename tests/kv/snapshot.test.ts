@@ -27,7 +27,7 @@ describe("snapshot", () => {
 
   test("round-trip equality on a seeded random workload, and identical behaviour afterwards", () => {
     const random = rng(20240611);
-    const original = new KvStore({ sessionTtlMs: 2000 });
+    const original = new KvStore();
     let copy: KvStore | null = null;
     let failures = 0;
     const steps = 4000;
@@ -41,7 +41,7 @@ describe("snapshot", () => {
       }
       if (step % 1000 === 999) {
         const bytes = original.snapshot();
-        copy = KvStore.restore(bytes, { sessionTtlMs: 2000 });
+        copy = KvStore.restore(bytes);
         expect(bytesEqual(copy.snapshot(), bytes)).toBe(true);
         expect(fullState(copy)).toEqual(fullState(original));
         copy.checkInvariants();

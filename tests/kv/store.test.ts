@@ -6,6 +6,7 @@ import {
   type DelResult,
   type PutResult,
   type RangeResult,
+  type SessionRegisterResult,
   type TxnResult,
 } from "../../src/kv";
 import { Driver, b, str } from "./helpers";
@@ -349,9 +350,10 @@ describe("applied index", () => {
     const d = new Driver();
     d.ok({ op: "put", key: b("a"), value: b("12345") });
     d.ok({ op: "leaseGrant", id: 1, ttlMs: 10, now: 0 });
-    d.ok({ op: "put", key: b("b"), value: b("x") }, { now: 1, clientId: "c1", seq: 1 });
+    const session = d.ok({ op: "sessionRegister" }) as SessionRegisterResult;
+    d.ok({ op: "put", key: b("b"), value: b("x") }, { now: 1, clientId: session.sessionId, seq: 1 });
     const stats = d.store.stats();
-    expect(stats).toMatchObject({ keys: 2, revision: 2, leases: 1, sessions: 1, appliedIndex: 3 });
+    expect(stats).toMatchObject({ keys: 2, revision: 2, leases: 1, sessions: 1, appliedIndex: 4 });
     expect(stats.approxBytes).toBeGreaterThan(8);
   });
 });

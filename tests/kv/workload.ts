@@ -25,12 +25,18 @@ function randomTxnOp(random: () => number): TxnOp {
   return { op: "range", key: randomKey(random, 1), prefix: true, limit: randInt(random, 3) };
 }
 
-/** One random command and its meta (time advances by up to 50 ms per step). */
+/**
+ * One random command and its meta (time advances by up to 50 ms per step), for step = log index - 1.
+ * Every 250 steps 8 sessions are registered (ids s<index>); writes use one of the latest 8. At step 8
+ * the session TTL drops to 2 s, so idle sessions expire and their writes get SESSION_EXPIRED.
+ */
 export function randomStep(random: () => number, step: number): { cmd: Command; meta: ApplyMeta } {
   const now = step * 25 + randInt(random, 50);
   const meta: ApplyMeta = { now };
+  if (step % 250 < 8) return { cmd: { op: "sessionRegister" }, meta };
+  if (step === 8) return { cmd: { op: "sessionTtl", ttlMs: 2000 }, meta };
   if (random() < 0.4) {
-    meta.clientId = `client-${randInt(random, 8)}`;
+    meta.clientId = `s${step - (step % 250) + 1 + randInt(random, 8)}`;
     meta.seq = step + 1 - randInt(random, 2); // sometimes a duplicate-looking seq
   }
   const leaseId = 1 + randInt(random, 6);

@@ -2,6 +2,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Entry } from "../../src/raft/types";
+import { SimDisk, type Disk } from "../../src/storage";
+import { mulberry32 } from "../rng";
 
 /** Temp dirs made by a test file; call removeTempDirs() in afterEach. */
 const created: string[] = [];
@@ -52,4 +54,49 @@ export function flipBit(file: string, offset: number, bit: number): void {
   const bytes = fs.readFileSync(file);
   bytes[offset] = bytes[offset]! ^ (1 << bit);
   fs.writeFileSync(file, bytes);
+}
+
+// ---- the simulated disk ----------------------------------------------------------------------
+
+export const SIM_DIR = "/data";
+
+export function newSimDisk(seed = 1, manualSyncs = false): SimDisk {
+  return new SimDisk({ rng: mulberry32(seed), manualSyncs });
+}
+
+/** A fresh SimDisk holding exactly `files` (durably), in SIM_DIR. */
+export function simDiskWith(files: Map<string, Uint8Array>): SimDisk {
+  const disk = newSimDisk();
+  disk.mkdir(SIM_DIR);
+  for (const [name, bytes] of files) disk.putFile(path.join(SIM_DIR, name), bytes);
+  return disk;
+}
+
+/** Every file of SIM_DIR as the page cache has it. */
+export function simFiles(disk: SimDisk): Map<string, Uint8Array> {
+  const files = new Map<string, Uint8Array>();
+  for (const name of disk.readdir(SIM_DIR)) files.set(name, disk.fileBytes(path.join(SIM_DIR, name))!);
+  return files;
+}
+
+/**
+ * A Disk that behaves like `disk` until killAtNextSync() is called; then, at the next fdatasync, the
+ * process "is killed" (kill -9: the page cache survives) before the sync does anything, and the call throws.
+ */
+export function killableDisk(disk: SimDisk): { disk: Disk; killAtNextSync: () => void } {
+  let armed = false;
+  const kill = (): never => {
+    armed = false;
+    disk.crash({ keepPageCache: true });
+    throw new Error("killed -9 during fdatasync");
+  };
+  const wrapped = new Proxy(disk, {
+    get(target, prop, receiver) {
+      if (armed && prop === "fdatasync") return kill;
+      if (armed && prop === "fdatasyncAsync") return async () => kill();
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { disk: wrapped, killAtNextSync: () => (armed = true) };
 }

@@ -2,13 +2,15 @@ import { afterEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
+  SnapshotCorruptError,
+  Wal,
   loadLatestSnapshot,
   snapshotFileName,
   snapshotFiles,
   writeSnapshot,
   writeSnapshotAsync,
 } from "../../src/storage";
-import { collectingLog, flipBit, makeTempDir, removeTempDirs } from "./helpers";
+import { flipBit, makeTempDir, removeTempDirs } from "./helpers";
 
 afterEach(removeTempDirs);
 
@@ -49,30 +51,45 @@ describe("snapshots", () => {
     expect(text(loadLatestSnapshot(dir)!.data)).toBe("c");
   });
 
-  test("a corrupt newest snapshot falls back to the older one, with a warning", () => {
-    for (const damage of ["data", "header", "truncate"] as const) {
+  test("a corrupt newest snapshot is refused, naming the file, what is wrong and the older snapshot", () => {
+    for (const [damage, problem] of [
+      ["data", "data crc mismatch"],
+      ["header", "header crc mismatch"],
+      ["truncate", "size mismatch"],
+    ] as const) {
       const dir = makeTempDir();
-      writeSnapshot(dir, snap(20, 1, "older state"));
+      const older = writeSnapshot(dir, snap(20, 1, "older state"));
       const newest = writeSnapshot(dir, snap(30, 2, "newer state"));
       if (damage === "data") flipBit(newest, fs.statSync(newest).size - 2, 1);
       if (damage === "header") flipBit(newest, 9, 0); // inside the index field
       if (damage === "truncate") fs.truncateSync(newest, fs.statSync(newest).size - 1);
-      const { lines, log } = collectingLog();
-      const loaded = loadLatestSnapshot(dir, log);
-      expect(loaded?.index).toBe(20);
-      expect(text(loaded!.data)).toBe("older state");
-      expect(lines.some((line) => line.level === "warn" && line.msg.includes(newest))).toBe(true);
+      let caught: unknown = null;
+      try {
+        loadLatestSnapshot(dir);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(SnapshotCorruptError);
+      const err = caught as SnapshotCorruptError;
+      expect(err.file).toBe(newest);
+      expect(err.message).toContain(`corrupt snapshot ${newest}: ${problem}`);
+      expect(err.message).toContain(`move ${newest} out of the data dir to start from the older snapshot ${older}`);
     }
   });
 
-  test("a leftover temp file is ignored and removed", () => {
+  test("a leftover temp file is ignored, and removed when the WAL is opened", () => {
     const dir = makeTempDir();
+    Wal.open(dir, { log: () => {} }).wal.close();
     writeSnapshot(dir, snap(5, 1, "five"));
     const leftover = path.join(dir, `${snapshotFileName(9)}.4242.1.tmp`);
     fs.writeFileSync(leftover, "half a snapshot");
     expect(snapshotFiles(dir).map((file) => file.index)).toEqual([5]);
-    expect(loadLatestSnapshot(dir, () => {})?.index).toBe(5);
+    expect(loadLatestSnapshot(dir)?.index).toBe(5);
+    expect(fs.existsSync(leftover)).toBe(true); // a snapshot may be being written right now
+    const { wal, state } = Wal.open(dir, { log: () => {} });
+    expect(state.snapshot?.index).toBe(5);
     expect(fs.existsSync(leftover)).toBe(false);
+    wal.close();
   });
 
   test("the async writer produces the same file and prunes", async () => {

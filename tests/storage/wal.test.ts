@@ -36,7 +36,10 @@ function expectCorrupt(dir: string, file: string, offset: number | null, reason?
   return err;
 }
 
-/** Writes entries 1..count with one sync each; returns the file size after each sync (index 0: before). */
+/**
+ * Writes entries 1..count with one sync each; returns the file size after each sync (index 0: before).
+ * close() then appends one more sync mark, saying that all of it was synced.
+ */
 function writeOneSyncEach(dir: string, count: number, segmentBytes?: number): number[] {
   const { wal } = openQuiet(dir, segmentBytes);
   const file = path.join(dir, walSegmentName(1));
@@ -170,28 +173,33 @@ describe("wal truncation", () => {
 });
 
 describe("wal torn tail", () => {
-  test("a torn last record at every byte offset is truncated away and appends continue cleanly", () => {
+  test("a torn last batch at every byte offset is truncated away and appends continue cleanly", () => {
     const count = 5;
     const original = makeTempDir();
     const sizes = writeOneSyncEach(original, count);
     const file = walSegmentName(1);
-    const lastRecordStart = sizes[count - 1]!;
+    const lastRecordStart = sizes[count - 1]!; // the last batch: a sync mark (28 bytes), then entry 5
     const lastRecordLength = sizes[count]! - lastRecordStart;
-    expect(lastRecordLength).toBeGreaterThan(12);
+    expect(lastRecordLength).toBeGreaterThan(28 + 12);
 
     for (let k = 1; k < lastRecordLength; k++) {
       const dir = copyDir(original);
       const segmentPath = path.join(dir, file);
-      fs.truncateSync(segmentPath, sizes[count]! - k);
+      fs.truncateSync(segmentPath, sizes[count]! - k); // also drops the sync mark close() wrote
+      const cutRecordStart = sizes[count]! - k < lastRecordStart + 28 ? lastRecordStart : lastRecordStart + 28;
 
       const { lines, log } = collectingLog();
       const { wal, state } = Wal.open(dir, { log });
       expect(plain(state.entries)).toEqual(plain(entries(1, count - 1, 1)));
       const warnings = lines.filter((line) => line.level === "warn");
-      expect(warnings.length).toBe(1);
-      expect(warnings[0]!.msg).toContain(segmentPath);
-      expect(warnings[0]!.msg).toContain(`offset ${lastRecordStart}`);
-      expect(fs.statSync(segmentPath).size).toBe(lastRecordStart); // truncated on disk
+      if (sizes[count]! - k === cutRecordStart) {
+        expect(warnings).toEqual([]); // cut between the sync mark and the entry: nothing is torn
+      } else {
+        expect(warnings.length).toBe(1);
+        expect(warnings[0]!.msg).toContain(segmentPath);
+        expect(warnings[0]!.msg).toContain(`offset ${cutRecordStart}`);
+        expect(warnings[0]!.msg).toContain(`(${sizes[count]! - k - cutRecordStart} bytes dropped`);
+      }
 
       wal.append([entry(count, 2, `replacement-${k}`)]);
       wal.sync();
@@ -208,28 +216,30 @@ describe("wal torn tail", () => {
     }
   });
 
-  test("a crc mismatch on a record ending exactly at EOF is a torn tail", () => {
+  test("a crc mismatch in the last batch, which no sync mark says was synced, is a torn tail", () => {
     const dir = makeTempDir();
     const sizes = writeOneSyncEach(dir, 4);
     const segmentPath = path.join(dir, walSegmentName(1));
+    fs.truncateSync(segmentPath, sizes[4]!); // as if killed before close() wrote its sync mark
     flipBit(segmentPath, sizes[4]! - 1, 3); // last byte of the last record's payload
     const { lines, log } = collectingLog();
     const { wal, state } = Wal.open(dir, { log });
     expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3]);
-    expect(lines.some((line) => line.level === "warn" && line.msg.includes(`offset ${sizes[3]}`))).toBe(true);
+    expect(lines.some((line) => line.level === "warn" && line.msg.includes(`offset ${sizes[3]! + 28}: crc mismatch`))).toBe(true);
     wal.close();
   });
 
   test("an all-zero tail (preallocated or unwritten blocks) is truncated", () => {
     const dir = makeTempDir();
-    const sizes = writeOneSyncEach(dir, 3);
+    writeOneSyncEach(dir, 3);
     const segmentPath = path.join(dir, walSegmentName(1));
+    const closedSize = fs.statSync(segmentPath).size;
     fs.appendFileSync(segmentPath, new Uint8Array(4096));
     const { lines, log } = collectingLog();
     const { wal, state } = Wal.open(dir, { log });
     expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3]);
     expect(lines.filter((line) => line.level === "warn").length).toBe(1);
-    expect(fs.statSync(segmentPath).size).toBe(sizes[3]!);
+    expect(fs.statSync(segmentPath).size).toBe(closedSize);
     wal.append([entry(4, 1)]);
     wal.close();
     const { wal: reopened, state: recovered } = openQuiet(dir);
@@ -237,12 +247,25 @@ describe("wal torn tail", () => {
     reopened.close();
   });
 
-  test("non-zero garbage that is not a record header is corruption, not a torn tail", () => {
+  test("garbage after the synced region is a torn tail; the same garbage inside it is corruption", () => {
     const dir = makeTempDir();
-    const sizes = writeOneSyncEach(dir, 3);
+    writeOneSyncEach(dir, 3);
     const segmentPath = path.join(dir, walSegmentName(1));
+    const closedSize = fs.statSync(segmentPath).size;
     fs.appendFileSync(segmentPath, new Uint8Array(64).fill(0xab));
-    expectCorrupt(dir, segmentPath, sizes[3]!, "header check mismatch");
+    const torn = collectingLog();
+    Wal.open(dir, { log: torn.log }).wal.close();
+    expect(torn.lines.filter((line) => line.level === "warn").map((line) => line.msg)).toEqual([
+      expect.stringContaining(`at offset ${closedSize}: header check mismatch (64 bytes dropped`),
+    ]);
+
+    const inside = makeTempDir();
+    const sizes = writeOneSyncEach(inside, 3);
+    const insidePath = path.join(inside, walSegmentName(1));
+    const bytes = fs.readFileSync(insidePath);
+    bytes.fill(0xab, sizes[1]!, sizes[1]! + 20);
+    fs.writeFileSync(insidePath, bytes);
+    expectCorrupt(inside, insidePath, sizes[1]!, "header check mismatch");
   });
 });
 
@@ -250,13 +273,13 @@ describe("wal corruption", () => {
   test("a flipped bit anywhere in a record in the middle of the log is reported with file and offset", () => {
     const original = makeTempDir();
     const sizes = writeOneSyncEach(original, 6);
-    const middleStart = sizes[3]!; // record of entry 4
+    const middleStart = sizes[3]!; // batch of entry 4: a sync mark (28 bytes), then the entry
     const middleEnd = sizes[4]!;
     for (let offset = middleStart; offset < middleEnd; offset++) {
       const dir = copyDir(original);
       const segmentPath = path.join(dir, walSegmentName(1));
       flipBit(segmentPath, offset, offset % 8);
-      expectCorrupt(dir, segmentPath, middleStart);
+      expectCorrupt(dir, segmentPath, offset < middleStart + 28 ? middleStart : middleStart + 28);
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

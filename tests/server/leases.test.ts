@@ -1,0 +1,97 @@
+// Lease time on the leader, driven through the real runtime with an injected clock: a wall-clock step
+// must not expire a lease early, because leases (and sessions) are timed by the log's clock carried on
+// by the leader's monotonic clock.
+import { describe, expect, test } from "bun:test";
+import type { LeaseGrantResult } from "../../src/kv/types";
+import type { ResponseFrame } from "../../src/protocol";
+import { NONE } from "../../src/raft/types";
+import { ClientService, type ClientConn } from "../../src/server/clients";
+import { LeaseKeeper } from "../../src/server/leases";
+import { Logger } from "../../src/server/log";
+import { NodeRuntime, type Clock } from "../../src/server/runtime";
+import { Watches } from "../../src/server/watches";
+
+const TICK_MS = 10;
+
+/** A single-node runtime on a hand-driven clock whose wall and monotonic readings move separately. */
+function singleNode() {
+  let mono = 0;
+  let wall = 1_800_000_000_000;
+  const deferred: (() => void)[] = [];
+  const timers: (() => void)[] = [];
+  const clock: Clock = {
+    now: () => mono,
+    wallNow: () => wall,
+    defer: (fn) => void deferred.push(fn),
+    every: (_ms, fn) => {
+      timers.push(fn);
+      return () => {};
+    },
+  };
+  const drain = () => {
+    while (deferred.length) deferred.shift()!();
+  };
+  const log = new Logger(1, () => 0, "error", "text");
+  const noop = () => {};
+  const runtime = new NodeRuntime(
+    { id: 1, voters: [1], heartbeatTicks: 1, electionTicks: 5, tickMs: TICK_MS, rng: () => 0.5, snapshotEntries: 1_000_000, groupCommit: true },
+    {
+      clock,
+      transport: { send: noop, sendSnapshot: async () => false },
+      storage: {
+        wal: { append: noop, setHardState: noop, resetLog: noop, sync: noop, compact: () => 0, sizeBytes: () => 0 },
+        writeSnapshot: noop,
+        writeSnapshotAsync: async () => {},
+        loadLatestSnapshot: () => null,
+      },
+      recovered: { hardState: { term: 0, vote: NONE, commit: 0 }, entries: [], snapshot: null } as never,
+      log,
+      failStop: (reason) => {
+        throw new Error(reason);
+      },
+    },
+  );
+  const keeper = new LeaseKeeper(runtime, clock, log);
+  const watches = new Watches(runtime.kv, 1);
+  const clients = new ClientService({ runtime, watches, logNow: () => keeper.now(), nodes: [{ id: 1, host: "127.0.0.1", port: 1 }], status: () => ({}) as never });
+  runtime.start();
+  /** Let `ms` of monotonic time pass, ticking the runtime and checking leases as the node does. */
+  const advance = (ms: number) => {
+    for (let t = 0; t < ms; t += TICK_MS) {
+      mono += TICK_MS;
+      for (const fn of timers) fn();
+      drain();
+      keeper.expire();
+      drain();
+    }
+  };
+  const replies: ResponseFrame[] = [];
+  const conn: ClientConn = { closed: false, close: noop, send: (f: unknown) => (replies.push(f as ResponseFrame), true) };
+  const request = (body: Record<string, unknown>) => {
+    const id = replies.length + 1000;
+    clients.onRequest(conn, { k: "req", id, ...body } as never);
+    drain();
+    return () => replies.find((r) => r.id === id);
+  };
+  return { runtime, advance, request, stepWall: (ms: number) => (wall += ms) };
+}
+
+describe("leases on the leader", () => {
+  test("a wall-clock step forward does not expire a lease early; monotonic time does", () => {
+    const node = singleNode();
+    node.advance(200);
+    expect(node.runtime.role).toBe("leader");
+    const granted = node.request({ op: "write", cmd: { op: "leaseGrant", id: 0, ttlMs: 10_000, now: 0 } });
+    node.advance(50);
+    const reply = granted();
+    expect(reply).toMatchObject({ ok: true });
+    const id = ((reply as { result: LeaseGrantResult }).result).id;
+
+    node.stepWall(3600_000); // NTP, an operator or a resumed VM moves the wall clock an hour ahead
+    node.advance(1000);
+    expect(node.runtime.kv.leaseInfo(id)).not.toBeNull();
+
+    node.advance(9000); // 10 s of monotonic time since the grant
+    expect(node.runtime.kv.leaseInfo(id)).toBeNull();
+  });
+});
