@@ -4,6 +4,7 @@
 // server session ("lane") of its own, so one client may carry many concurrent writes exactly-once.
 
 import { RaftKvClient } from "../client/client";
+import type { TlsMaterial } from "../net/tls";
 import type { KvDriver } from "./runner";
 
 export interface RaftKvDriverOptions {
@@ -11,6 +12,7 @@ export interface RaftKvDriverOptions {
   timeoutMs: number;
   /** Clients the slots are spread over (slot % connections). */
   connections: number;
+  tls?: TlsMaterial;
 }
 
 export class RaftKvDriver implements KvDriver {
@@ -20,7 +22,7 @@ export class RaftKvDriver implements KvDriver {
   constructor(private readonly opts: RaftKvDriverOptions) {}
 
   private newClient(): RaftKvClient {
-    return new RaftKvClient({ endpoints: this.opts.endpoints, timeoutMs: this.opts.timeoutMs });
+    return new RaftKvClient({ endpoints: this.opts.endpoints, timeoutMs: this.opts.timeoutMs, tls: this.opts.tls });
   }
 
   client(slot: number): RaftKvClient {

@@ -2,7 +2,7 @@
 
 import type { CAC } from "cac";
 import { BenchOptionError, runBench, type BenchOptions } from "../bench/bench";
-import { clientOptions, endpointsFrom, isJson, run, UsageError, type ClientFlags } from "./common";
+import { clientOptions, clientTls, endpointsFrom, isJson, run, UsageError, type ClientFlags } from "./common";
 
 export function registerBench(cli: CAC): void {
   clientOptions(cli.command("bench", "Load the cluster and report throughput, latency percentiles and a histogram"))
@@ -39,6 +39,7 @@ export function registerBench(cli: CAC): void {
               rate: flags.rate as number,
               seed: flags.seed as number | undefined,
               endpoints: endpointsFrom(flags),
+              tls: clientTls(flags),
               timeoutMs: Number(flags.timeout ?? 5000),
               json: isJson(flags),
             },

@@ -4,17 +4,20 @@
 // allowed by the role in the client's certificate.
 
 import type { FramedConn, RefusedFrame } from "../net";
-import { describeIdentity, type ClientRole } from "../net/tls";
+import { describeIdentity } from "../net/tls";
 import type { ClientOp, HelloFrame } from "../protocol";
 import type { KnownPeers, NodeIdentity } from "../storage/identity";
 import type { Logger } from "./log";
 
-/** What each role may do; anything not listed (membership, cluster operations) needs admin. */
-const ROLE_OPS: Record<ClientRole, ReadonlySet<string>> = {
-  read: new Set(["range", "status", "watch"]),
-  write: new Set(["range", "status", "watch", "write"]),
-  admin: new Set(),
-};
+/** Requests the read role may make (write may too); anything not listed here needs write or admin. */
+const READ_OPS: ReadonlySet<string> = new Set(["range", "status", "stats", "watch", "leases"]);
+/**
+ * Commands (in a "write" request) the write role may propose. sessionRegister is open to every role: the
+ * client library registers its session before its first write, so a read client trying to put is refused
+ * at the put, which the message then names. Anything not listed (compact, the session TTL, membership
+ * and cluster operations) needs admin.
+ */
+const WRITE_COMMANDS: ReadonlySet<string> = new Set(["put", "del", "txn", "leaseGrant", "leaseKeepAlive", "leaseRevoke"]);
 
 /** Refusal codes a peer may receive on its outbound connection. */
 export const REFUSED_INCARNATION = "INCARNATION_MISMATCH";
@@ -99,9 +102,12 @@ export class ConnectionGate {
   deniedReason(conn: FramedConn, op: ClientOp): string | null {
     const cert = conn.certificate;
     if (!cert || cert.kind === "node") return null; // plaintext mode, or a member of the cluster
-    if (cert.role === "admin" || ROLE_OPS[cert.role].has(op.op)) return null;
-    const what = op.op === "write" ? `write (${String((op.cmd as { op?: unknown } | null)?.op)})` : op.op;
-    return `client ${JSON.stringify(cert.name)} has role ${cert.role}, which may not ${what}: it needs role ${op.op === "write" ? "write" : "admin"}`;
+    if (cert.role === "admin" || READ_OPS.has(op.op)) return null;
+    const command = op.op === "write" ? String((op.cmd as { op?: unknown } | null)?.op) : op.op;
+    if (op.op === "write" && command === "sessionRegister") return null;
+    const needs = op.op === "write" && WRITE_COMMANDS.has(command) ? "write" : "admin";
+    if (needs === "write" && cert.role === "write") return null;
+    return `client ${JSON.stringify(cert.name)} has role ${cert.role}, which may not ${command}: it needs role ${needs}`;
   }
 
   private refuse(conn: FramedConn, code: string, message: string): void {

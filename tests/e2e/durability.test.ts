@@ -136,7 +136,9 @@ describe("durability", () => {
     const follower = [0, 1, 2].find((i) => i !== leader)!;
     await waitFor("the leader to take a snapshot", async () => (await c.statuses()).find((s) => s.id === leader)!.snapshotIndex! > 0);
     await c.kill(follower);
-    for (let i = 600; i < 1000; i++) await client.put(`s${i % 300}`, `gen2-${i}`);
+    for (let i = 600; i < 850; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, (_, j) => client.put(`s${(i + j) % 300}`, `gen2-${i + j}`)));
+    }
     await waitFor("a snapshot past the stopped follower's log", async () => (await c.statuses()).find((s) => s.id === leader)!.snapshotIndex! > 700);
     c.start(follower);
     const target = (await c.statuses()).find((s) => s.id === leader)!.commitIndex!;
