@@ -80,7 +80,8 @@ export class FramedConn {
   private readonly decoder: FrameDecoder;
   private readonly slowReader: FramedConnOptions["slowReader"];
   private framesReceived = 0;
-  private readingPaused = false;
+  /** performance.now() when reading was paused for a slow reader; 0 while reading. */
+  private readingPausedAt = 0;
   private readonly sendQueue: Uint8Array[] = [];
   private sendQueueHead = 0;
   private sendQueueBytes = 0;
@@ -264,18 +265,26 @@ export class FramedConn {
     }
     this.sendQueue.push(bytes);
     this.sendQueueBytes += bytes.length;
-    if (limits && !this.readingPaused && this.sendQueueBytes > limits.pauseAtBytes && this.socket.pause) {
-      this.readingPaused = true;
+    if (limits && !this.readingPausedAt && this.sendQueueBytes > limits.pauseAtBytes && this.socket.pause) {
+      this.readingPausedAt = performance.now();
       this.socket.pause();
     }
     return true;
   }
 
   private resumeReadingIfDrained(): void {
-    if (this.readingPaused && this.sendQueueBytes <= this.slowReader!.pauseAtBytes / 2) {
-      this.readingPaused = false;
+    if (this.readingPausedAt && this.sendQueueBytes <= this.slowReader!.pauseAtBytes / 2) {
+      this.readingPausedAt = 0;
       this.socket.resume?.();
     }
+  }
+
+  /** Disconnects a slow reader whose reading has been paused since before `since` (it is not draining). */
+  dropIfPausedSince(since: number): boolean {
+    if (!this.readingPausedAt || this.readingPausedAt > since) return false;
+    const why = `it has not read its replies for ${Math.round(performance.now() - this.readingPausedAt)} ms (${this.sendQueueBytes} bytes queued)`;
+    this.fail(new SlowReaderError(`disconnected ${this.describePeer()}: ${why}`), `slow reader: ${why}`);
+    return true;
   }
 
   /** Merges the small frames at the head of the queue into one buffer of up to COALESCE_WRITE_BYTES. */

@@ -12,7 +12,10 @@ export interface NetLimits {
   maxConnections: number;
   /** Connections open at once from one remote address. */
   maxConnectionsPerAddress: number;
-  /** A connection that owes a frame (none yet, or one stalled halfway) or a TLS handshake this long is closed. */
+  /**
+   * A connection that owes a frame (none yet, or one stalled halfway) or a TLS handshake this long is
+   * closed; so is a slow reader whose reading has been paused this long without its replies draining.
+   */
   frameTimeoutMs: number;
   /** Bytes of partially received frames from clients, all connections together (each is also capped by the frame limit). */
   maxPartialFrameBytes: number;
@@ -43,7 +46,7 @@ export function describeNetLimits(limits: NetLimits = DEFAULT_NET_LIMITS): strin
     `  connections per remote address       ${limits.maxConnectionsPerAddress} (--max-connections-per-address)`,
     `  frame timeout                        ${limits.frameTimeoutMs} ms to complete a frame or TLS handshake`,
     `  partially received frames, total     ${mib(limits.maxPartialFrameBytes)} (peers exempt)`,
-    `  replies queued for a slow reader     stop reading its requests over ${mib(limits.slowReaderPauseBytes)}, disconnect over ${mib(limits.slowReaderDisconnectBytes)}`,
+    `  replies queued for a slow reader     stop reading its requests over ${mib(limits.slowReaderPauseBytes)}, disconnect over ${mib(limits.slowReaderDisconnectBytes)} or after the frame timeout without draining`,
     `  replies queued, all connections      ${mib(limits.maxQueuedBytesTotal)}`,
   ].join("\n");
 }

@@ -216,6 +216,7 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
     const now = performance.now();
     for (const socket of sockets) {
       const slot = socket.data;
+      if (slot.conn?.dropIfPausedSince(now - frameTimeoutMs)) continue;
       const since = slot.conn ? slot.conn.awaitingFrameSince : slot.openedAt;
       if (since === 0 || now - since < frameTimeoutMs) continue;
       const why = slot.conn
