@@ -37,7 +37,8 @@ export type ClientOp =
   | { op: "range"; range: RangeRequest; serializable?: boolean }
   | { op: "status" }
   | { op: "stats" } // what the dashboard shows of a node (server/metrics.ts NodeStats)
-  // Leases as the leader sees them: every lease ({ leases: LeaseStatus[] }), or one with its keys.
+  // Leases as the leader sees them: every lease ({ leases: LeaseStatus[], more }: at most
+  // MAX_LEASES_LISTED), or one with its keys (at most MAX_RESULT_BYTES of them; keyCount counts all).
   | { op: "leases"; lease?: number }
   // prevKv: events carry the value the key had before the change (prevValue).
   | { op: "watch"; selector: KeySelector; fromRevision?: number; prevKv?: boolean };
@@ -67,12 +68,16 @@ export type ResponseFrame =
   | { k: "res"; id: number; ok: true; result: unknown }
   | { k: "res"; id: number; ok: false; code: ErrorCode; message: string; leader?: LeaderHint };
 
-/** A watch's events (all of one revision), or its end with an error; the client resumes elsewhere. */
+/**
+ * A watch's events (of one revision), or its end with an error; the client resumes elsewhere. A revision
+ * whose events exceed MAX_RESULT_BYTES comes in several frames, all but the last with `more`.
+ */
 export interface EventFrame {
   k: "ev";
   id: number;
   revision?: number;
   events?: WatchEvent[];
+  more?: boolean;
   error?: { code: string; message: string };
 }
 
@@ -81,7 +86,7 @@ export interface LeaseStatus {
   id: number;
   ttlMs: number;
   remainingMs: number;
-  /** How many keys are attached (the lease's keys themselves when one lease was asked for). */
+  /** How many keys are attached. */
   keyCount: number;
 }
 

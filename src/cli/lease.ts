@@ -47,18 +47,20 @@ export function registerLease(cli: CAC): void {
               return;
             }
             case "list": {
-              const leases = await c.leaseList();
-              if (isJson(flags)) printJson({ leases });
+              const { leases, more } = await c.leaseList();
+              if (isJson(flags)) printJson({ leases, more });
               else if (!leases.length) console.log("no leases");
               else for (const l of leases) console.log(`lease ${l.id}: TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)`);
+              if (more && !isJson(flags)) console.error(`(only the first ${leases.length} leases are shown)`);
               return;
             }
             case "timetolive": {
               const l = await c.leaseTimeToLive(positiveInt("lease id", arg));
-              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keys: l.keys.map(toText) });
+              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keyCount: l.keyCount, keys: l.keys.map(toText) });
               else {
                 console.log(`lease ${l.id}: granted TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)`);
                 for (const k of l.keys) console.log(`  ${toText(k)}`);
+                if (l.keys.length < l.keyCount) console.error(`(only the first ${l.keys.length} keys are shown)`);
               }
               return;
             }

@@ -7,6 +7,7 @@ import { loadNodesConf } from "../config";
 import { CA_FILE, DEFAULT_NET_LIMITS, describeNetLimits, nodeCertName } from "../net";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
+import { formatLimitsHelp } from "../server/limits";
 import { positiveInt, run, tlsFilesFrom, UsageError } from "./common";
 
 export function registerServe(cli: CAC): void {
@@ -28,6 +29,7 @@ export function registerServe(cli: CAC): void {
     .option("--max-connections <n>", "Connections open at once, peers included", { default: DEFAULT_NET_LIMITS.maxConnections })
     .option("--max-connections-per-address <n>", "Connections open at once from one remote address", { default: DEFAULT_NET_LIMITS.maxConnectionsPerAddress })
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
+    .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
     .example("raftkv serve 0 nodes.conf")
     .example("raftkv serve 0 nodes.conf --certs certs    # mutual TLS; SIGHUP re-reads the certificate files")
     .example(`\nLimits of the node port (over a limit the client gets a clear error or a logged disconnect):\n${describeNetLimits()}`)

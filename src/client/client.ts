@@ -42,7 +42,10 @@ export interface ClientOptions {
   endpoints: string[];
   /** Total time for one call, retries included. Default 5000 ms. */
   timeoutMs?: number;
-  /** A name for this client (logs, errors). Sessions for exactly-once writes are registered with the cluster. */
+  /**
+   * A name for this client. Not a session: sessions for exactly-once writes are registered with the
+   * cluster (unique ids), so any number of processes may use the same clientId.
+   */
   clientId?: string;
   /** Mutual TLS: the cluster CA and this client's certificate and key (PEM), for a cluster run with --certs. */
   tls?: TlsMaterial;
@@ -154,9 +157,9 @@ export class RaftKvClient {
     return (await this.write({ op: "leaseRevoke", id })) as LeaseRevokeResult;
   }
 
-  /** Every lease, by id, with the time it has left by the leader's clock. */
-  async leaseList(): Promise<LeaseStatus[]> {
-    return ((await this.call({ op: "leases" })) as { leases: LeaseStatus[] }).leases;
+  /** The leases by id (at most MAX_LEASES_LISTED; `more` if there are others), with time left by the leader's clock. */
+  async leaseList(): Promise<{ leases: LeaseStatus[]; more: boolean }> {
+    return (await this.call({ op: "leases" })) as { leases: LeaseStatus[]; more: boolean };
   }
 
   /** One lease: granted TTL, time left by the leader's clock, and its keys. LEASE_NOT_FOUND if none. */

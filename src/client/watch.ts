@@ -76,6 +76,8 @@ export class Watch implements AsyncIterable<WatchEvent> {
   /** One connection's worth of watching; resolves when the connection ends. */
   private session(addr: string): Promise<void> {
     const { host, port } = parseEndpoint(addr);
+    // The frames of a revision too large for one; delivered together once its last frame is in.
+    let partial: WatchEvent[] = [];
     return new Promise<void>((resolve, reject) => {
       dialFrames(host, port, {
         onFrame: (_c, value) => {
@@ -98,7 +100,12 @@ export class Watch implements AsyncIterable<WatchEvent> {
           if (!f.events?.length || f.revision === undefined) return;
           // Already delivered before a reconnect, or older than asked for (a lagging node applying it now).
           if (f.revision <= this.lastRevision || f.revision < this.nextFrom) return;
-          this.queue.push(...f.events);
+          if (f.more) {
+            partial.push(...f.events);
+            return;
+          }
+          this.queue.push(...partial, ...f.events);
+          partial = [];
           this.lastRevision = f.revision;
           this.nextFrom = f.revision + 1;
           this.wake();

@@ -2,8 +2,13 @@
 // A runtime feeds it tick(), step(msg), propose(data) and readIndex(ctx), then collects a Ready batch
 // (what to persist, what to send, what to apply) and acknowledges it with advance().
 
+import { applyConfChange, configOf, describeChange, encodeConfig, isMember, isVoter, members, type ConfChange } from "./confchange";
+import { isPaused, newProgress, toProbe, type Progress, type ProgressState } from "./progress";
+import { committedIndex, hasQuorum, voteResult } from "./quorum";
 import {
+  ENTRY_CONFIG,
   NONE,
+  type ClusterConfig,
   type AppendRequest,
   type AppendResponse,
   type Entry,
@@ -18,6 +23,7 @@ import {
   type Snapshot,
   type SnapshotMeta,
   type SnapshotRequest,
+  type TimeoutNow,
   type VoteRequest,
   type VoteResponse,
 } from "./types";
@@ -30,8 +36,13 @@ export function assert(cond: unknown, msg: string): asserts cond {
 
 export interface RaftConfig {
   id: NodeId;
-  /** Every voting member, this node included. */
+  /**
+   * The voting members the cluster starts with (its bootstrap configuration). A configuration in the
+   * log or in the snapshot replaces it. A node joining an existing cluster starts with none.
+   */
   voters: NodeId[];
+  /** Learners of the bootstrap configuration. */
+  learners?: NodeId[];
   /** Base election timeout in ticks; each node waits a random time in [electionTicks, 2*electionTicks). */
   electionTicks: number;
   heartbeatTicks: number;
@@ -56,25 +67,8 @@ export const DEFAULT_MAX_ENTRIES_PER_APPEND = 512;
 export const DEFAULT_MAX_BYTES_PER_APPEND = 1024 * 1024;
 export const DEFAULT_MAX_INFLIGHT = 64;
 
-type ProgressState = "probe" | "replicate" | "snapshot";
-
-interface Progress {
-  match: number;
-  next: number;
-  state: ProgressState;
-  /** Probe: one append sent and unanswered; wait for a reply or the next heartbeat. */
-  probeSent: boolean;
-  /** Replicate: last index carried by each unacknowledged append, oldest first. */
-  inflight: number[];
-  /** Snapshot: the index of the snapshot being sent. */
-  pendingSnapshot: number;
-  /** Ticks spent in the current snapshot or without progress while behind. */
-  stallTicks: number;
-  /** Heard from this peer since the last check-quorum round. */
-  recentActive: boolean;
-  /** Highest ReadIndex heartbeat round this peer has echoed. */
-  readRoundAcked: number;
-}
+/** A learner may be promoted once its log is at most this many entries behind the leader's commit index. */
+export const PROMOTE_MAX_LAG = 1000;
 
 interface PendingRead {
   ctx: number;
@@ -93,14 +87,17 @@ export interface StatusView {
   lastIndex: number;
   lastTerm: number;
   snapshotIndex: number;
+  /** The configuration in effect (the latest in the log, committed or not) and the index that set it. */
+  config: ClusterConfig;
+  configIndex: number;
+  /** Leader: the node leadership is being transferred to, or NONE. */
+  transferee: NodeId;
   progress?: Record<number, { match: number; next: number; state: ProgressState }>;
 }
 
 export class RaftCore {
   readonly id: NodeId;
-  readonly voters: NodeId[];
-  private readonly peers: NodeId[];
-  private readonly cfg: Required<Omit<RaftConfig, "id" | "voters" | "rng">>;
+  private readonly cfg: Required<Omit<RaftConfig, "id" | "voters" | "learners" | "rng">>;
   private readonly rng: () => number;
 
   // Persistent state (mirrored in storage).
@@ -111,7 +108,14 @@ export class RaftCore {
   // The log: entries[i].index == snapIndex + 1 + i.
   private snapIndex = 0;
   private snapTerm = 0;
+  /** The configuration in effect at snapIndex. */
+  private snapConfig: ClusterConfig;
   private entries: Entry[] = [];
+
+  /** The configuration in effect: the latest in the log (taking effect when appended), else snapConfig. */
+  private config: ClusterConfig;
+  /** Index of the entry that set `config` (at or below snapIndex: it came with the snapshot or the bootstrap). */
+  private configIndex = 0;
   /** Entries at or below this index are on stable storage (the runtime said so with persisted()). */
   private stableIndex = 0;
   /** Entries at or below this index were handed to the runtime in a Ready (written or being written). */
@@ -128,6 +132,9 @@ export class RaftCore {
   private randomizedElectionTicks = 0;
   private votes = new Map<NodeId, boolean>();
   private progress = new Map<NodeId, Progress>();
+  /** Leadership transfer in progress (thesis 3.10): its target, and ticks since it began. */
+  private transferee: NodeId = NONE;
+  private transferElapsed = 0;
 
   // ReadIndex.
   private readRound = 0;
@@ -146,11 +153,10 @@ export class RaftCore {
   private acceptedHardState: HardState;
 
   constructor(cfg: RaftConfig, init?: InitialState) {
-    assert(cfg.voters.includes(cfg.id), `node ${cfg.id} must be one of the voters`);
     assert(cfg.electionTicks > cfg.heartbeatTicks, "election timeout must exceed the heartbeat interval");
     this.id = cfg.id;
-    this.voters = [...cfg.voters].sort((a, b) => a - b);
-    this.peers = this.voters.filter((v) => v !== cfg.id);
+    this.snapConfig = { voters: [...cfg.voters].sort((a, b) => a - b), learners: [...(cfg.learners ?? [])].sort((a, b) => a - b) };
+    this.config = this.snapConfig;
     this.rng = cfg.rng;
     this.cfg = {
       electionTicks: cfg.electionTicks,
@@ -165,6 +171,7 @@ export class RaftCore {
       if (init.snapshot) {
         this.snapIndex = init.snapshot.index;
         this.snapTerm = init.snapshot.term;
+        if (init.snapshot.config) this.snapConfig = init.snapshot.config;
       }
       this.entries = init.entries.filter((e) => e.index > this.snapIndex);
       for (let i = 0; i < this.entries.length; i++) {
@@ -178,6 +185,7 @@ export class RaftCore {
       this.stableIndex = this.lastIndex();
       this.acceptedIndex = this.lastIndex();
     }
+    this.restoreConfig();
     this.acceptedHardState = this.hardState();
     this.resetRandomizedElectionTimeout();
   }
@@ -223,17 +231,134 @@ export class RaftCore {
       this.entries.length = first - this.snapIndex - 1;
       this.stableIndex = Math.min(this.stableIndex, first - 1);
       this.acceptedIndex = Math.min(this.acceptedIndex, first - 1);
+      // A configuration entry cut from the log is no longer in effect: go back to the one before it.
+      if (this.configIndex >= first) this.restoreConfig();
     }
-    for (const e of newEntries) this.entries.push(e);
+    for (const e of newEntries) {
+      this.entries.push(e);
+      // A configuration takes effect as soon as it is in the log, committed or not (thesis 4.1).
+      const c = configOf(e);
+      if (c) this.setConfig(c, e.index);
+    }
+  }
+
+  // ---- membership -----------------------------------------------------------------------
+
+  /** The configuration in effect at `index` (the latest configuration entry at or below it). */
+  configAt(index: number): ClusterConfig {
+    for (let i = Math.min(index, this.lastIndex()); i > this.snapIndex; i--) {
+      const c = configOf(this.entryAt(i)!);
+      if (c) return c;
+    }
+    return this.snapConfig;
+  }
+
+  /** Recompute the configuration from the log (after a restart, a truncation or a snapshot). */
+  private restoreConfig(): void {
+    for (let i = this.lastIndex(); i > this.snapIndex; i--) {
+      const c = configOf(this.entryAt(i)!);
+      if (c) return this.setConfig(c, i);
+    }
+    this.setConfig(this.snapConfig, this.snapIndex);
+  }
+
+  private setConfig(c: ClusterConfig, index: number): void {
+    this.config = c;
+    this.configIndex = index;
+    if (this.role !== "leader") return;
+    // Replicate to every member, learners included; stop replicating to removed ones.
+    // A new member is probed from the configuration entry itself; its refusal says where its log ends.
+    for (const id of members(c)) if (id !== this.id && !this.progress.has(id)) this.progress.set(id, newProgress(index));
+    for (const id of this.progress.keys()) if (!isMember(c, id)) this.progress.delete(id);
+    if (this.transferee !== NONE && !isVoter(c, this.transferee)) this.transferee = NONE;
+  }
+
+  get voters(): NodeId[] {
+    return this.config.voters;
+  }
+
+  /** Whether this node may campaign and vote counts with: it is a voter of its configuration. */
+  private promotable(): boolean {
+    return isVoter(this.config, this.id);
+  }
+
+  /**
+   * Leader: append a configuration change (one server at a time). Refused while another change is
+   * not yet committed, before this leader has committed an entry of its term, during a leadership
+   * transfer, or when the change is invalid. Returns where the change will commit, or why it was refused.
+   */
+  proposeConfChange(ch: ConfChange): { index: number; term: number } | string {
+    if (this.role !== "leader") return `node ${this.id} is not the leader`;
+    if (this.transferee !== NONE) return `leadership is being transferred to node ${this.transferee}`;
+    if (this.configIndex > this.commit) return `a configuration change (entry ${this.configIndex}) is still pending; retry once it commits`;
+    if (this.termAt(this.commit) !== this.term) return "the leader has not yet committed an entry of its term; retry shortly";
+    if (ch.op === "promote") {
+      const lag = this.learnerLag(ch.id);
+      if (typeof lag === "string") return lag;
+      if (lag > PROMOTE_MAX_LAG) return `node ${ch.id} is ${lag} entries behind the commit index (at most ${PROMOTE_MAX_LAG} to promote); wait until it catches up`;
+    }
+    const next = applyConfChange(this.config, ch);
+    if (typeof next === "string") return `cannot ${describeChange(ch)}: ${next}`;
+    const entry: Entry = { index: this.lastIndex() + 1, term: this.term, data: encodeConfig(next), type: ENTRY_CONFIG };
+    this.truncateAndAppend([entry]);
+    this.pendingAppendBroadcast = true;
+    if (this.maybeCommit()) this.pendingAppendBroadcast = true; // a change that leaves this node the only voter
+    return { index: entry.index, term: entry.term };
+  }
+
+  /** Leader: how many entries the learner `id` is behind the commit index, or why it has no lag to speak of. */
+  learnerLag(id: NodeId): number | string {
+    if (this.role !== "leader") return `node ${this.id} is not the leader`;
+    if (!this.config.learners.includes(id)) return `node ${id} is not a learner`;
+    const pr = this.progress.get(id)!;
+    if (pr.state !== "replicate") return `node ${id} has not caught up yet (its log is being ${pr.state === "snapshot" ? "sent as a snapshot" : "probed"})`;
+    return Math.max(0, this.commit - pr.match);
+  }
+
+  /** Leader removed by a committed configuration: hand over to the most up-to-date voter and step down. */
+  private maybeStepDownRemoved(): void {
+    if (this.role !== "leader" || this.promotable() || this.configIndex > this.commit) return;
+    let best = NONE;
+    let bestMatch = -1;
+    for (const v of this.config.voters) {
+      const pr = this.progress.get(v);
+      if (pr && pr.match > bestMatch) [best, bestMatch] = [v, pr.match];
+    }
+    // Tell the best voter to campaign at once, rather than leave the cluster waiting for a timeout.
+    if (best !== NONE && bestMatch === this.lastIndex()) this.send({ type: "timeoutNow", from: this.id, to: best, term: this.term });
+    this.becomeFollower(this.term, NONE);
+  }
+
+  /**
+   * Leader: hand leadership to voter `target` (thesis 3.10). New proposals are refused until the
+   * transfer ends; the target is brought up to date and then told to campaign at once. The transfer is
+   * abandoned after an election timeout. Returns null when started, or why it cannot be.
+   */
+  transferLeadership(target: NodeId): string | null {
+    if (this.role !== "leader") return `node ${this.id} is not the leader`;
+    if (target === this.id) return `node ${target} is already the leader`;
+    if (!isVoter(this.config, target)) return `node ${target} is not a voter`;
+    if (this.transferee !== NONE) return `leadership is already being transferred to node ${this.transferee}`;
+    this.transferee = target;
+    this.transferElapsed = 0;
+    const pr = this.progress.get(target)!;
+    if (pr.match === this.lastIndex()) this.sendTimeoutNow(target);
+    else this.sendAppend(target, pr);
+    return null;
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.send({ type: "timeoutNow", from: this.id, to, term: this.term });
+  }
+
+  /** Leader: whether new proposals are refused because leadership is being transferred. */
+  get transferring(): boolean {
+    return this.transferee !== NONE;
   }
 
   private isUpToDate(lastIndex: number, lastTerm: number): boolean {
     const myTerm = this.lastTerm();
     return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex());
-  }
-
-  private quorum(): number {
-    return Math.floor(this.voters.length / 2) + 1;
   }
 
   hardState(): HardState {
@@ -252,6 +377,9 @@ export class RaftCore {
       lastIndex: this.lastIndex(),
       lastTerm: this.lastTerm(),
       snapshotIndex: this.snapIndex,
+      config: this.config,
+      configIndex: this.configIndex,
+      transferee: this.transferee,
     };
     if (this.role === "leader") {
       view.progress = {};
@@ -280,6 +408,7 @@ export class RaftCore {
     this.votes.clear();
     this.failPendingReads("leadership changed");
     this.pendingAppendBroadcast = false;
+    this.transferee = NONE;
   }
 
   private becomeFollower(term: number, leader: NodeId): void {
@@ -312,36 +441,27 @@ export class RaftCore {
     this.role = "leader";
     this.leader = this.id;
     this.progress.clear();
-    for (const p of this.peers) {
-      this.progress.set(p, {
-        match: 0,
-        next: this.lastIndex() + 1,
-        state: "probe",
-        probeSent: false,
-        inflight: [],
-        pendingSnapshot: 0,
-        stallTicks: 0,
-        recentActive: true,
-        readRoundAcked: 0,
-      });
-    }
+    for (const p of members(this.config)) if (p !== this.id) this.progress.set(p, newProgress(this.lastIndex() + 1));
     // A no-op of the new term lets entries of earlier terms commit (Raft paper, figure 8).
     this.truncateAndAppend([{ index: this.lastIndex() + 1, term: this.term, data: new Uint8Array(0) }]);
     this.maybeCommit();
     this.pendingAppendBroadcast = true;
   }
 
-  private campaign(preVote: boolean): void {
+  /** Campaign (only voters do); `transfer`: at the leader's request, so voters ignore their lease. */
+  private campaign(preVote: boolean, transfer = false): void {
+    if (!this.promotable()) return;
     if (preVote) this.becomePreCandidate();
     else this.becomeCandidate();
     this.votes.set(this.id, true);
-    if (this.tallyWon()) {
+    if (voteResult(this.config.voters, this.votes) === "won") {
       if (preVote) this.campaign(false);
       else this.becomeLeader();
       return;
     }
     const term = preVote ? this.term + 1 : this.term;
-    for (const p of this.peers) {
+    for (const p of this.config.voters) {
+      if (p === this.id) continue;
       this.send({
         type: "vote",
         from: this.id,
@@ -350,20 +470,9 @@ export class RaftCore {
         preVote,
         lastLogIndex: this.lastIndex(),
         lastLogTerm: this.lastTerm(),
+        ...(transfer ? { transfer: true } : {}),
       });
     }
-  }
-
-  private tallyWon(): boolean {
-    let granted = 0;
-    for (const g of this.votes.values()) if (g) granted++;
-    return granted >= this.quorum();
-  }
-
-  private tallyLost(): boolean {
-    let rejected = 0;
-    for (const g of this.votes.values()) if (!g) rejected++;
-    return rejected >= this.quorum();
   }
 
   // ---- inputs ---------------------------------------------------------------------------
@@ -375,20 +484,22 @@ export class RaftCore {
       return;
     }
     if (this.electionElapsed >= this.randomizedElectionTicks) {
-      this.campaign(this.cfg.preVote);
+      if (this.promotable()) this.campaign(this.cfg.preVote);
+      else this.electionElapsed = 0; // learners and non-members never campaign
     }
   }
 
   private tickLeader(): void {
+    if (this.transferee !== NONE && ++this.transferElapsed >= this.cfg.electionTicks) {
+      // The target did not take over within an election timeout: take proposals again.
+      this.transferee = NONE;
+    }
     if (this.electionElapsed >= this.cfg.electionTicks) {
       this.electionElapsed = 0;
       if (this.cfg.checkQuorum) {
-        let active = 1;
-        for (const pr of this.progress.values()) {
-          if (pr.recentActive) active++;
-          pr.recentActive = false;
-        }
-        if (active < this.quorum()) {
+        const active = hasQuorum(this.config.voters, (id) => id === this.id || this.progress.get(id)?.recentActive === true);
+        for (const pr of this.progress.values()) pr.recentActive = false;
+        if (!active) {
           // A leader that cannot reach a majority steps down instead of serving alone.
           this.becomeFollower(this.term, NONE);
           return;
@@ -401,10 +512,10 @@ export class RaftCore {
       else pr.stallTicks = 0;
       if (pr.state === "snapshot" && pr.stallTicks >= 4 * this.cfg.electionTicks) {
         // The snapshot transfer seems lost: start over from a probe.
-        this.toProbe(pr, pr.match + 1);
+        toProbe(pr, pr.match + 1);
       } else if (pr.state === "replicate" && pr.stallTicks >= stallLimit) {
         // Appends in flight were probably lost: resend from the last acknowledged index.
-        this.toProbe(pr, pr.match + 1);
+        toProbe(pr, pr.match + 1);
       }
     }
     this.heartbeatElapsed++;
@@ -419,7 +530,7 @@ export class RaftCore {
 
   /** Propose a command. Returns the index and term it will commit at if it commits, or null if not leader. */
   propose(data: Uint8Array): { index: number; term: number } | null {
-    if (this.role !== "leader") return null;
+    if (this.role !== "leader" || this.transferee !== NONE) return null;
     const entry: Entry = { index: this.lastIndex() + 1, term: this.term, data };
     this.truncateAndAppend([entry]);
     this.pendingAppendBroadcast = true;
@@ -443,7 +554,7 @@ export class RaftCore {
   }
 
   private addPendingRead(ctx: number): void {
-    if (this.peers.length === 0) {
+    if (this.config.voters.length === 1 && this.config.voters[0] === this.id) {
       this.readStates.push({ index: this.commit, ctx });
       return;
     }
@@ -461,13 +572,14 @@ export class RaftCore {
 
   step(m: Message): void {
     assert(m.to === this.id, `message for ${m.to} delivered to ${this.id}`);
-    if (!this.voters.includes(m.from) || m.from === this.id) return; // not a member: ignore
+    if (m.from === this.id) return;
 
     if (m.term > this.term) {
       if (m.type === "vote") {
         // Leader lease (with check-quorum): while we hear from a live leader, ignore campaigns, so a
         // node that was cut off and returns cannot depose a healthy leader.
-        const inLease = this.cfg.checkQuorum && this.leader !== NONE && this.electionElapsed < this.cfg.electionTicks;
+        // A campaign the leader asked for (leadership transfer) is the exception.
+        const inLease = this.cfg.checkQuorum && !m.transfer && this.leader !== NONE && this.electionElapsed < this.cfg.electionTicks;
         if (inLease) return;
         if (m.preVote) {
           this.handleVote(m);
@@ -477,7 +589,7 @@ export class RaftCore {
       } else if (m.type === "voteResp" && m.preVote && m.granted) {
         // A granted pre-vote carries the proposed term; it does not move ours.
       } else {
-        const leader = m.type === "app" || m.type === "snap" || m.type === "hb" ? m.from : NONE;
+        const leader = m.type === "app" || m.type === "snap" || m.type === "hb" || m.type === "timeoutNow" ? m.from : NONE;
         this.becomeFollower(m.term, leader);
       }
     } else if (m.term < this.term) {
@@ -512,6 +624,9 @@ export class RaftCore {
       case "hb":
         this.handleHeartbeat(m);
         return;
+      case "timeoutNow":
+        this.handleTimeoutNow(m);
+        return;
       case "appResp":
         if (this.role === "leader") this.handleAppendResp(m);
         return;
@@ -521,6 +636,13 @@ export class RaftCore {
         return;
       }
     }
+  }
+
+  /** The leader hands over (thesis 3.10): campaign at once, skipping pre-vote. */
+  private handleTimeoutNow(m: TimeoutNow): void {
+    if (this.role === "leader" || !this.promotable()) return;
+    this.leader = m.from;
+    this.campaign(false, true);
   }
 
   private handleHeartbeat(m: HeartbeatRequest): void {
@@ -571,10 +693,11 @@ export class RaftCore {
     const expecting = (this.role === "precandidate" && m.preVote) || (this.role === "candidate" && !m.preVote);
     if (!expecting) return;
     if (!this.votes.has(m.from)) this.votes.set(m.from, m.granted);
-    if (this.tallyWon()) {
+    const result = voteResult(this.config.voters, this.votes);
+    if (result === "won") {
       if (this.role === "precandidate") this.campaign(false);
       else this.becomeLeader();
-    } else if (this.tallyLost()) {
+    } else if (result === "lost") {
       this.becomeFollower(this.term, NONE);
     }
   }
@@ -641,10 +764,12 @@ export class RaftCore {
     this.snapIndex = s.index;
     this.snapTerm = s.term;
     this.entries = [];
+    if (s.config) this.snapConfig = s.config;
+    this.restoreConfig();
     this.commit = s.index;
     this.stableIndex = s.index;
     this.acceptedIndex = s.index;
-    this.pendingSnapshot = { index: s.index, term: s.term, data: s.data };
+    this.pendingSnapshot = { index: s.index, term: s.term, data: s.data, config: this.snapConfig };
     this.send(this.appResp(m.from, true, s.index, 0, 0, 0));
   }
 
@@ -658,7 +783,7 @@ export class RaftCore {
         // A heartbeat at the index the follower acknowledged was refused: it lost its log (a wiped
         // data directory). Start over from what it still has, or from a snapshot.
         pr.match = m.hintIndex - 1;
-        this.toProbe(pr, m.hintIndex);
+        toProbe(pr, m.hintIndex);
         this.sendAppend(m.from, pr);
         return;
       }
@@ -674,7 +799,7 @@ export class RaftCore {
         if (ourLast !== undefined) next = ourLast + 1;
       }
       next = Math.max(pr.match + 1, Math.min(next, rejected));
-      this.toProbe(pr, next);
+      toProbe(pr, next);
       this.sendAppend(m.from, pr);
       return;
     }
@@ -689,6 +814,8 @@ export class RaftCore {
         pr.probeSent = false;
       }
       if (this.maybeCommit()) this.pendingAppendBroadcast = true;
+      if (this.role !== "leader") return; // it committed its own removal
+      if (m.from === this.transferee && pr.match === this.lastIndex()) this.sendTimeoutNow(m.from);
     } else if (pr.state === "probe") {
       pr.probeSent = false;
     }
@@ -704,20 +831,13 @@ export class RaftCore {
     return undefined;
   }
 
-  private toProbe(pr: Progress, next: number): void {
-    pr.state = "probe";
-    pr.next = next;
-    pr.inflight = [];
-    pr.probeSent = false;
-    pr.stallTicks = 0;
-  }
-
-  /** Commit the highest index a majority holds, if it is of the current term. Returns true if it moved. */
+  /**
+   * Commit the highest index a majority of the voters holds, if it is of the current term. Returns
+   * true if it moved (false too when this leader committed its own removal and stepped down).
+   */
   private maybeCommit(): boolean {
-    const matches = [this.stableIndex];
-    for (const pr of this.progress.values()) matches.push(pr.match);
-    matches.sort((a, b) => b - a);
-    const candidate = matches[this.quorum() - 1]!;
+    // A leader that is not a voter (its removal is pending) manages the log but does not count itself.
+    const candidate = committedIndex(this.config.voters, (id) => (id === this.id ? this.stableIndex : (this.progress.get(id)?.match ?? 0)));
     // Only entries of the current term are committed by counting replicas (Raft paper, figure 8).
     if (candidate > this.commit && this.termAt(candidate) === this.term) {
       this.commit = candidate;
@@ -726,7 +846,8 @@ export class RaftCore {
         this.readsAwaitingCommit = [];
         for (const ctx of waiting) this.addPendingRead(ctx);
       }
-      return true;
+      this.maybeStepDownRemoved();
+      return this.role === "leader";
     }
     return false;
   }
@@ -734,9 +855,8 @@ export class RaftCore {
   private confirmReads(): void {
     while (this.pendingReads.length) {
       const r = this.pendingReads[0]!;
-      let acks = 1;
-      for (const pr of this.progress.values()) if (pr.readRoundAcked >= r.round) acks++;
-      if (acks < this.quorum()) return;
+      const acked = hasQuorum(this.config.voters, (id) => id === this.id || (this.progress.get(id)?.readRoundAcked ?? 0) >= r.round);
+      if (!acked) return;
       this.pendingReads.shift();
       this.readStates.push({ index: r.index, ctx: r.ctx });
     }
@@ -748,26 +868,15 @@ export class RaftCore {
     this.msgs.push(m);
   }
 
-  private isPaused(pr: Progress): boolean {
-    switch (pr.state) {
-      case "probe":
-        return pr.probeSent;
-      case "replicate":
-        return pr.inflight.length >= this.cfg.maxInflight;
-      case "snapshot":
-        return true;
-    }
-  }
-
   private sendAppendsWhileOpen(peer: NodeId, pr: Progress): void {
-    while (!this.isPaused(pr) && pr.next <= this.lastIndex()) {
+    while (!isPaused(pr, this.cfg.maxInflight) && pr.next <= this.lastIndex()) {
       if (!this.sendAppend(peer, pr)) break;
     }
   }
 
   /** Send entries from pr.next (or a snapshot when they are compacted). Returns false if nothing was sent. */
   private sendAppend(peer: NodeId, pr: Progress, allowEmpty = false): boolean {
-    if (this.isPaused(pr)) return false;
+    if (isPaused(pr, this.cfg.maxInflight)) return false;
     const prevIndex = pr.next - 1;
     const prevTerm = this.termAt(prevIndex);
     if (prevTerm === undefined || pr.next < this.firstIndex()) {
@@ -776,7 +885,7 @@ export class RaftCore {
       pr.pendingSnapshot = this.snapIndex;
       pr.stallTicks = 0;
       pr.inflight = [];
-      this.send({ type: "snap", from: this.id, to: peer, term: this.term, snapshot: { index: this.snapIndex, term: this.snapTerm } });
+      this.send({ type: "snap", from: this.id, to: peer, term: this.term, snapshot: { index: this.snapIndex, term: this.snapTerm, config: this.snapConfig } });
       return true;
     }
     const entries: Entry[] = [];
@@ -819,7 +928,7 @@ export class RaftCore {
    * compacted away) still gets one that needs nothing from the log, so check-quorum counts it alive.
    */
   private sendHeartbeat(peer: NodeId, pr: Progress): void {
-    if (pr.state !== "snapshot" && !this.isPaused(pr) && pr.next <= this.lastIndex()) {
+    if (pr.state !== "snapshot" && !isPaused(pr, this.cfg.maxInflight) && pr.next <= this.lastIndex()) {
       if (this.sendAppend(peer, pr)) return;
     }
     const prevIndex = pr.match;
@@ -937,6 +1046,7 @@ export class RaftCore {
     assert(index <= this.applied, `cannot compact beyond applied (${index} > ${this.applied})`);
     if (index <= this.snapIndex) return;
     const term = this.termAt(index)!;
+    this.snapConfig = this.configAt(index);
     this.entries = this.entries.slice(index - this.snapIndex);
     this.snapIndex = index;
     this.snapTerm = term;
@@ -946,7 +1056,7 @@ export class RaftCore {
   reportSnapshot(peer: NodeId, ok: boolean): void {
     const pr = this.progress.get(peer);
     if (!pr || pr.state !== "snapshot") return;
-    if (!ok) this.toProbe(pr, pr.match + 1);
+    if (!ok) toProbe(pr, pr.match + 1);
     // On success, wait for the follower's append response to move to replicate.
   }
 
@@ -955,7 +1065,7 @@ export class RaftCore {
    * contact from the leader (a long transfer must not time the follower out into an election).
    */
   snapshotChunkReceived(leader: NodeId, term: number): void {
-    if (leader === this.id || !this.voters.includes(leader) || term < this.term) return;
+    if (leader === this.id || term < this.term) return;
     if (term > this.term) this.becomeFollower(term, leader);
     else if (this.role === "leader") return; // a confused peer; the chunk itself will be refused
     this.acceptLeader(leader);

@@ -16,6 +16,22 @@ export interface Entry {
   type?: number; // 0 or absent = normal entry, 1 = configuration change
 }
 
+/** Entry.type of an ordinary entry (a state-machine command, or the leader's no-op); absent means this. */
+export const ENTRY_NORMAL = 0;
+/** Entry.type of a configuration entry: `data` is the whole new configuration (raft/confchange.ts). */
+export const ENTRY_CONFIG = 1;
+
+/**
+ * The members of the cluster. Voters elect the leader and count toward every majority; learners
+ * receive the log but neither vote nor count. `context` holds opaque per-member data for the
+ * runtime (the member's address), keyed by node id.
+ */
+export interface ClusterConfig {
+  voters: NodeId[];
+  learners: NodeId[];
+  context?: Record<string, string>;
+}
+
 /** What must be on disk before any message that depends on it is sent. */
 export interface HardState {
   term: number;
@@ -27,6 +43,8 @@ export interface HardState {
 export interface SnapshotMeta {
   index: number;
   term: number;
+  /** The configuration in effect at `index` (absent: the one the node was started with). */
+  config?: ClusterConfig;
 }
 
 export interface Snapshot extends SnapshotMeta {
@@ -48,6 +66,8 @@ export interface VoteRequest extends MessageBase {
   preVote: boolean;
   lastLogIndex: number;
   lastLogTerm: number;
+  /** Sent after TimeoutNow (leadership transfer): voters grant it even while they hear from a leader. */
+  transfer?: boolean;
 }
 
 export interface VoteResponse extends MessageBase {
@@ -105,6 +125,11 @@ export interface HeartbeatResponse extends MessageBase {
   readRound: number;
 }
 
+/** Leadership transfer (Raft thesis 3.10): the leader tells an up-to-date voter to campaign at once. */
+export interface TimeoutNow extends MessageBase {
+  type: "timeoutNow";
+}
+
 export type Message =
   | VoteRequest
   | VoteResponse
@@ -112,7 +137,8 @@ export type Message =
   | AppendResponse
   | SnapshotRequest
   | HeartbeatRequest
-  | HeartbeatResponse;
+  | HeartbeatResponse
+  | TimeoutNow;
 
 /** A confirmed linearizable read: the caller may serve `ctx` once applied >= index. */
 export interface ReadState {

@@ -1,7 +1,8 @@
 // Checks that a value decoded from the network really is a Raft message before it reaches the core,
 // so a confused or hostile peer can never trip an invariant assertion.
 
-import type { Entry, Message } from "./types";
+import { checkConfig, decodeConfig } from "./confchange";
+import { ENTRY_CONFIG, ENTRY_NORMAL, type Entry, type Message } from "./types";
 
 const isIndex = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
 const isNodeId = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
@@ -15,6 +16,11 @@ function checkEntries(x: unknown, prevIndex: number): string | null {
     if (!isIndex(e.index) || e.index !== prevIndex + 1 + i) return `entry ${i} has index ${String(e.index)}, expected ${prevIndex + 1 + i}`;
     if (!isIndex(e.term)) return `entry ${i} has a bad term`;
     if (!isBytes(e.data)) return `entry ${i} data is not bytes`;
+    if (e.type !== undefined && e.type !== ENTRY_NORMAL && e.type !== ENTRY_CONFIG) return `entry ${i} has unknown type ${String(e.type)}`;
+    if (e.type === ENTRY_CONFIG) {
+      const cfg = decodeConfig(e.data);
+      if (typeof cfg === "string") return `entry ${i}: ${cfg}`;
+    }
   }
   return null;
 }
@@ -27,6 +33,7 @@ export function parseMessage(x: unknown): Message | string {
   switch (m.type) {
     case "vote":
       if (typeof m.preVote !== "boolean" || !isIndex(m.lastLogIndex) || !isIndex(m.lastLogTerm)) return "bad vote";
+      if (m.transfer !== undefined && typeof m.transfer !== "boolean") return "bad vote: transfer is not a boolean";
       break;
     case "voteResp":
       if (typeof m.preVote !== "boolean" || typeof m.granted !== "boolean") return "bad voteResp";
@@ -46,8 +53,14 @@ export function parseMessage(x: unknown): Message | string {
     case "snap": {
       const s = m.snapshot as Record<string, unknown> | undefined;
       if (!s || !isIndex(s.index) || !isIndex(s.term) || (s.data !== undefined && !isBytes(s.data))) return "bad snap";
+      if (s.config !== undefined) {
+        const cfg = checkConfig(s.config);
+        if (typeof cfg === "string") return `bad snap: ${cfg}`;
+      }
       break;
     }
+    case "timeoutNow":
+      break;
     case "hb":
     case "hbResp":
       if (!isIndex(m.readRound)) return `bad ${m.type}`;
@@ -59,13 +72,17 @@ export function parseMessage(x: unknown): Message | string {
 }
 
 /**
- * The form an append takes on the wire: entries as [term, data] pairs, their indexes implied by
- * prevIndex (they are contiguous), so no property names are encoded per entry.
+ * The form an append takes on the wire: entries as [term, data] pairs ([term, data, type] for a
+ * configuration entry), their indexes implied by prevIndex (they are contiguous), so no property names
+ * are encoded per entry.
  */
 export function toWire(m: Message): unknown {
   if (m.type !== "app" || m.entries.length === 0) return m;
-  const packed: [number, Uint8Array][] = new Array(m.entries.length);
-  for (let i = 0; i < m.entries.length; i++) packed[i] = [m.entries[i]!.term, m.entries[i]!.data];
+  const packed: unknown[] = new Array(m.entries.length);
+  for (let i = 0; i < m.entries.length; i++) {
+    const e = m.entries[i]!;
+    packed[i] = e.type ? [e.term, e.data, e.type] : [e.term, e.data];
+  }
   return { ...m, entries: packed };
 }
 
@@ -76,7 +93,9 @@ export function fromWire(x: unknown): unknown {
   const entries = new Array<unknown>(m.entries.length);
   for (let i = 0; i < m.entries.length; i++) {
     const e = m.entries[i] as unknown;
-    entries[i] = Array.isArray(e) && e.length === 2 ? { index: m.prevIndex + 1 + i, term: e[0], data: e[1] } : e;
+    if (Array.isArray(e) && e.length === 2) entries[i] = { index: m.prevIndex + 1 + i, term: e[0], data: e[1] };
+    else if (Array.isArray(e) && e.length === 3) entries[i] = { index: m.prevIndex + 1 + i, term: e[0], data: e[1], type: e[2] };
+    else entries[i] = e;
   }
   return { ...m, entries };
 }

@@ -2,18 +2,25 @@
 // (a committed write, a confirmed read), and reply on the connection it came from.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { encodeLogCommand, parseRangeRequest } from "../kv/codec";
+import { MAX_RESULT_BYTES, RESULT_KEY_OVERHEAD_BYTES, encodeLogCommand, parseRangeRequest } from "../kv/codec";
 import { isKvError } from "../kv/errors";
 import type { ApplyResult, Command, RangeRequest } from "../kv/types";
-import type { FramedConn } from "../net";
+import { FrameTooLargeError, type FramedConn } from "../net";
 import { NONE } from "../raft/types";
 import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
+import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, REFUSALS_WINDOW_MS } from "./limits";
 import type { NodeMetrics } from "./metrics";
 import type { Failure, NodeRuntime } from "./runtime";
 import type { Watches } from "./watches";
 
-/** Requests a leader holds awaiting commit or read confirmation before it answers TOO_BUSY. */
-export const MAX_PENDING_REQUESTS = 20_000;
+interface ConnState {
+  inFlight: number;
+  refused: number;
+  refusedSince: number;
+}
+
+/** Most leases in one `lease list` reply (about 40 bytes each); the reply says `more` past it. */
+export const MAX_LEASES_LISTED = 10_000;
 
 /** What the client side needs of a connection (FramedConn in production). */
 export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
@@ -23,6 +30,8 @@ export interface ClientServiceDeps {
   watches: Watches;
   /** The time stamped into log commands (LeaseKeeper.now: the log's clock, carried on monotonically). */
   logNow: () => number;
+  /** Monotonic milliseconds (default performance.now). */
+  now?: () => number;
   /** Every node's address, for leader hints. */
   nodes: NodeAddr[];
   status: () => NodeStatus;
@@ -36,12 +45,18 @@ export class ClientService {
   private readonly logNow: () => number;
   private readonly nodes: NodeAddr[];
   private readonly status: () => NodeStatus;
+  /** Monotonic milliseconds. */
+  private readonly now: () => number;
+  /** Per open connection that sent a request: requests in flight (awaiting commit or read confirmation),
+   * and requests refused over a limit in the window that started at refusedSince. */
+  private readonly conns = new Map<ClientConn, ConnState>();
   private readonly metrics: NodeMetrics | undefined;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
     this.watches = deps.watches;
     this.logNow = deps.logNow;
+    this.now = deps.now ?? (() => performance.now());
     this.nodes = deps.nodes;
     this.status = deps.status;
     this.metrics = deps.metrics;
@@ -67,6 +82,12 @@ export class ClientService {
     }
   }
 
+  /**
+   * One request frame. Throws (the connection is closed and the reason logged) for a frame that is not
+   * a request, or once the connection has been refused MAX_REFUSALS_PER_CONNECTION requests over its
+   * limits within REFUSALS_WINDOW_MS: it is not waiting for its replies, and answering it would cost the
+   * node more than it costs the client.
+   */
   onRequest(conn: ClientConn, req: RequestFrame): void {
     if (typeof req.id !== "number") throw new Error("request without an id");
     this.metrics?.requestStarted(conn, req);
@@ -75,6 +96,68 @@ export class ClientService {
     } catch (err) {
       if (isKvError(err)) this.reply(conn, req.id, { code: err.code, message: err.message });
       else this.reply(conn, req.id, { code: "BAD_REQUEST", message: (err as Error).message });
+    }
+    if ((this.conns.get(conn)?.refused ?? 0) >= MAX_REFUSALS_PER_CONNECTION) {
+      this.conns.delete(conn);
+      throw new Error(`it kept sending after ${MAX_REFUSALS_PER_CONNECTION} of its requests were refused over the limits within ${REFUSALS_WINDOW_MS} ms, without waiting for replies`);
+    }
+  }
+
+  /** The connection closed: forget it (outcomes of its requests still arrive, and are dropped). */
+  dropConn(conn: ClientConn): void {
+    this.conns.delete(conn);
+  }
+
+  private connState(conn: ClientConn): ConnState {
+    let st = this.conns.get(conn);
+    if (!st) this.conns.set(conn, (st = { inFlight: 0, refused: 0, refusedSince: 0 }));
+    return st;
+  }
+
+  /** Counts a request refused over a limit (onRequest closes the connection past too many). */
+  private refused(conn: ClientConn): void {
+    const st = this.connState(conn);
+    const now = this.now();
+    if (now - st.refusedSince >= REFUSALS_WINDOW_MS) {
+      st.refused = 0;
+      st.refusedSince = now;
+    }
+    st.refused++;
+  }
+
+  /**
+   * Counts a request in flight on `conn` and returns the function that ends it (idempotent); over the
+   * connection's limit, answers TOO_BUSY and returns null.
+   */
+  private admit(conn: ClientConn, reqId: number): (() => void) | null {
+    const st = this.connState(conn);
+    if (st.inFlight >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) {
+      this.refused(conn);
+      this.reply(conn, reqId, {
+        code: "TOO_BUSY",
+        message: `node ${this.id} already has ${MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION} requests in flight on this connection; wait for their replies before sending more`,
+      });
+      return null;
+    }
+    st.inFlight++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      st.inFlight--;
+    };
+  }
+
+  /**
+   * Runs `answer` for one request held in flight; whatever goes wrong there (a result that cannot be
+   * encoded, a bug) fails that request only and never reaches the runtime's apply loop.
+   */
+  private settle(conn: ClientConn, reqId: number, end: () => void, answer: () => void): void {
+    end();
+    try {
+      answer();
+    } catch (err) {
+      this.replyError(conn, reqId, err);
     }
   }
 
@@ -97,14 +180,21 @@ export class ClientService {
         if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
           return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
         }
-        this.runtime.readIndex({
-          ready: () => this.serveRange(conn, req.id, range),
-          failed: (f) => this.fail(conn, req.id, f),
+        const end = this.admit(conn, req.id);
+        if (!end) return;
+        const started = this.runtime.readIndex({
+          ready: () => this.settle(conn, req.id, end, () => this.serveRange(conn, req.id, range)),
+          failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
         });
+        if (!started) {
+          end();
+          this.notLeader(conn, req.id);
+        }
         return;
       }
       case "watch": {
         const started = this.watches.start(conn, req.id, req.selector, req.fromRevision ?? 0, req.prevKv === true);
+        if (started === "TOO_MANY_WATCHES") this.refused(conn);
         this.metrics?.requestEnded(conn, req.id, started);
         return;
       }
@@ -117,10 +207,16 @@ export class ClientService {
         if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
           return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
         }
-        this.runtime.readIndex({
-          ready: () => this.serveLeases(conn, req.id, req.lease),
-          failed: (f) => this.fail(conn, req.id, f),
+        const end = this.admit(conn, req.id);
+        if (!end) return;
+        const started = this.runtime.readIndex({
+          ready: () => this.settle(conn, req.id, end, () => this.serveLeases(conn, req.id, req.lease)),
+          failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
         });
+        if (!started) {
+          end();
+          this.notLeader(conn, req.id);
+        }
         return;
       }
       case "write": {
@@ -136,10 +232,16 @@ export class ClientService {
           now: this.logNow(),
           ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
         });
-        this.runtime.propose(data, {
-          applied: (result) => this.replyApplied(conn, req.id, result),
-          failed: (f) => this.fail(conn, req.id, f),
+        const end = this.admit(conn, req.id);
+        if (!end) return;
+        const at = this.runtime.propose(data, {
+          applied: (result) => this.settle(conn, req.id, end, () => this.replyApplied(conn, req.id, result)),
+          failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
         });
+        if (!at) {
+          end();
+          this.notLeader(conn, req.id);
+        }
         return;
       }
       default:
@@ -186,26 +288,49 @@ export class ClientService {
     const now = this.logNow();
     const remaining = (expiresAt: number) => Math.max(0, Math.round(expiresAt - now));
     if (id === undefined) {
-      const leases: LeaseStatus[] = this.runtime.kv
-        .leaseList()
+      const all = this.runtime.kv.leaseList();
+      const leases: LeaseStatus[] = all
+        .slice(0, MAX_LEASES_LISTED)
         .map((l) => ({ id: l.id, ttlMs: l.ttlMs, remainingMs: remaining(l.expiresAt), keyCount: l.keys }));
-      return this.replyOk(conn, reqId, { leases });
+      return this.replyOk(conn, reqId, { leases, more: all.length > leases.length });
     }
     const lease = this.runtime.kv.leaseInfo(id);
     if (!lease) return this.reply(conn, reqId, { code: "LEASE_NOT_FOUND", message: `lease ${id} does not exist (expired, revoked or never granted)` });
+    // The keys listed stop at MAX_RESULT_BYTES (keyCount still counts them all), so the reply fits a frame.
+    const keys: Uint8Array[] = [];
+    let bytes = 0;
+    for (const key of lease.keys) {
+      bytes += key.length + RESULT_KEY_OVERHEAD_BYTES;
+      if (bytes > MAX_RESULT_BYTES) break;
+      keys.push(key);
+    }
     const status: LeaseStatus & { keys: Uint8Array[] } = {
       id,
       ttlMs: lease.ttlMs,
       remainingMs: remaining(lease.expiresAt),
       keyCount: lease.keys.length,
-      keys: lease.keys,
+      keys,
     };
     this.replyOk(conn, reqId, status);
   }
 
+  /** A result too large for one frame fails its request with RESULT_TOO_LARGE. */
   private replyOk(conn: ClientConn, id: number, result: unknown): void {
+    try {
+      if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
+    } catch (err) {
+      if (!(err instanceof FrameTooLargeError)) throw err;
+      return this.reply(conn, id, {
+        code: "RESULT_TOO_LARGE",
+        message: `the result is ${err.payloadBytes} bytes, over the ${err.maxFrameBytes}-byte frame limit; ask for less (a range with a limit, or a narrower prefix)`,
+      });
+    }
     this.metrics?.requestEnded(conn, id, "ok");
-    if (!conn.closed) conn.send({ k: "res", id, ok: true, result });
+  }
+
+  private replyError(conn: ClientConn, id: number, err: unknown): void {
+    if (isKvError(err)) this.reply(conn, id, { code: err.code, message: err.message });
+    else this.reply(conn, id, { code: "INTERNAL", message: `node ${this.id} failed this request: ${(err as Error)?.message ?? String(err)}` });
   }
 
   private reply(conn: ClientConn, id: number, err: { code: ErrorCode; message: string; leader?: LeaderHint }): void {

@@ -54,7 +54,8 @@ abstract class Family<C> {
     const key = values.join("\u0000");
     let entry = this.children.get(key);
     if (!entry) {
-      if (this.children.size >= MAX_LABEL_SETS) return this.labels(...values.map(() => "other"));
+      const other = values.map(() => "other");
+      if (this.children.size >= MAX_LABEL_SETS && key !== other.join("\u0000")) return this.labels(...other);
       entry = { values, child: this.newChild() };
       this.children.set(key, entry);
     }
@@ -235,7 +236,7 @@ export const MAX_LEADER_HISTORY = 100;
 /** The dashboard's charts cover this many one-second samples (5 minutes). */
 const MAX_SAMPLES = 300;
 const SAMPLE_MS = 1000;
-/** A round-trip probe unanswered this long is abandoned (the peer is down or the message was lost). */
+/** Appends to a peer unanswered this long are taken as lost (the connection dropped them). */
 const RTT_PROBE_TIMEOUT_MS = 5000;
 
 const ROLES = ["follower", "precandidate", "candidate", "leader"];
@@ -317,8 +318,9 @@ export class NodeMetrics {
   private readonly inFlight = new WeakMap<object, Map<number, { op: string; t0: number }>>();
   /** Connections peers opened to this node, and the bytes received on each so far counted. */
   private readonly peerConns = new Map<PeerConn, { peer: number; bytes: number }>();
-  /** One outstanding heartbeat per peer whose answer times the round trip. */
-  private readonly rttProbes = new Map<number, { t0: number; index: number }>();
+  /** Per peer: appends not yet answered, when the last answer came, and a heartbeat being timed. */
+  private readonly rtt = new Map<number, { unanswered: number; lastAnswer: number; probe: number | null }>();
+  private lastLeader: { term: number; leader: number } | null = null;
   readonly leaderChanges: LeaderChange[] = [];
   readonly samples: Sample[] = [];
   private lastApplied = 0;
@@ -340,7 +342,8 @@ export class NodeMetrics {
 
   /** The node's known leader changed (NONE: none known). */
   leaderSeen(term: number, leader: number): void {
-    if (leader < 0) return;
+    if (leader < 0 || (this.lastLeader?.term === term && this.lastLeader.leader === leader)) return;
+    this.lastLeader = { term, leader };
     this.leaderChangesSeen.inc();
     this.leaderChanges.push({ at: Date.now(), term, leader });
     if (this.leaderChanges.length > MAX_LEADER_HISTORY) this.leaderChanges.shift();
@@ -399,23 +402,34 @@ export class NodeMetrics {
     this.snapshotDuration.observe(ms / 1000);
   }
 
-  /** A Raft message handed to the link to `m.to`. */
-  messageSent(m: { type: string; to: number; prevIndex?: number; entries?: unknown[] }): void {
+  /**
+   * A Raft message handed to the link to `m.to`. Round trips are timed on heartbeats (appends without
+   * entries, answered without a disk write) sent while every earlier append to that peer has been
+   * answered: a peer answers appends in order, so the next answer is the heartbeat's.
+   */
+  messageSent(m: { type: string; to: number; entries?: unknown[] }): void {
     this.peerSentMessages.labels(String(m.to)).inc();
-    // Heartbeats (appends without entries) are answered without a disk write: their answer times the network.
-    if (m.type !== "app" || m.entries?.length) return;
-    const probe = this.rttProbes.get(m.to);
-    if (!probe || performance.now() - probe.t0 > RTT_PROBE_TIMEOUT_MS) this.rttProbes.set(m.to, { t0: performance.now(), index: m.prevIndex ?? 0 });
+    if (m.type !== "app") return;
+    const now = performance.now();
+    let r = this.rtt.get(m.to);
+    if (!r) this.rtt.set(m.to, (r = { unanswered: 0, lastAnswer: now, probe: null }));
+    // Appends lost with a dropped connection are never answered: after a silence, count afresh.
+    if (r.unanswered > 0 && now - r.lastAnswer > RTT_PROBE_TIMEOUT_MS) {
+      r.unanswered = 0;
+      r.probe = null;
+    }
+    if (r.unanswered === 0 && !m.entries?.length) r.probe = now;
+    r.unanswered++;
   }
 
-  messageReceived(m: { type: string; from: number; success?: boolean; matchIndex?: number }): void {
+  messageReceived(m: { type: string; from: number }): void {
     this.peerReceivedMessages.labels(String(m.from)).inc();
-    if (m.type !== "appResp" || !m.success) return;
-    const probe = this.rttProbes.get(m.from);
-    if (probe && (m.matchIndex ?? -1) >= probe.index) {
-      this.rttProbes.delete(m.from);
-      this.peerRoundTrip.labels(String(m.from)).observeSince(probe.t0);
-    }
+    const r = m.type === "appResp" ? this.rtt.get(m.from) : undefined;
+    if (!r) return;
+    r.unanswered = Math.max(0, r.unanswered - 1);
+    r.lastAnswer = performance.now();
+    if (r.probe !== null) this.peerRoundTrip.labels(String(m.from)).observeSince(r.probe);
+    r.probe = null;
   }
 
   // ---- reading ---------------------------------------------------------------------------

@@ -43,16 +43,15 @@ export interface NodeOptions {
 export const DEFAULT_HEARTBEAT_MS = 50;
 export const DEFAULT_ELECTION_MS = 300;
 export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
-export { MAX_PENDING_REQUESTS } from "./clients";
+export { MAX_PENDING_REQUESTS } from "./limits";
 /** A node idle (nothing applied) this long runs one full garbage collection. */
 const IDLE_GC_AFTER_MS = 2000;
 /** Granularity of the Raft clock. */
 const TICK_MS = 10;
 
-/** Real time: a monotonic clock for durations, the wall clock for stamps, timers of the event loop. */
+/** Real time: a monotonic clock (durations and log stamps) and the timers of the event loop. */
 export const realClock: Clock = {
   now: () => performance.now(),
-  wallNow: () => Date.now(),
   defer: (fn) => void setImmediate(fn),
   every: (ms, fn) => {
     const t = setInterval(fn, ms);
@@ -151,7 +150,11 @@ export class RaftKvNode {
             reason: err.message,
           }),
         onRefused: (remote, reason) => this.log.warn("refused a connection", { remote, reason }),
-        onClose: (conn) => this.watches.dropConn(conn),
+        onClose: (conn) => {
+          this.watches.dropConn(conn);
+          this.clients.dropConn(conn);
+          this.transport.connectionClosed(conn);
+        },
       });
       if (this.opts.httpPort) {
         this.http = serveHttp(listenHost, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics, tls: () => this.tls });
@@ -172,6 +175,7 @@ export class RaftKvNode {
     this.runtime.start();
     this.leaseTimer = setInterval(() => {
       this.leases.expire();
+      this.transport.expireSnapshotTransfers();
       this.collectGarbageWhenIdle();
     }, LEASE_CHECK_MS);
     this.log.info("serving", {
@@ -299,7 +303,7 @@ export class RaftKvNode {
       }
       case "snapChunk": {
         if (!this.gate.admitsPeerFrame(conn, "snapshot chunk", (value as SnapChunkFrame).from)) return;
-        const m = this.transport.onSnapChunk(value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
+        const m = this.transport.onSnapChunk(conn, value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
         if (m) this.runtime.step(m);
         return;
       }

@@ -11,12 +11,13 @@ import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
 import type { NodeMetrics } from "./metrics";
 
-/** Time as the runtime sees it. Production: performance.now / Date.now / setImmediate / setInterval. */
+/**
+ * Time as the runtime sees it. Production: performance.now / setImmediate / setInterval. There is no wall
+ * clock: durations, and the times stamped into log commands (LeaseKeeper.now), are monotonic.
+ */
 export interface Clock {
   /** Monotonic milliseconds, for durations. */
   now(): number;
-  /** Wall-clock milliseconds since the epoch, only for stamps recorded in log commands. */
-  wallNow(): number;
   /** Run `fn` after the inputs of the current turn (production: setImmediate). */
   defer(fn: () => void): void;
   /** Run `fn` every `ms` milliseconds until the returned function is called. */

@@ -9,6 +9,7 @@ import type { Message, NodeId, Snapshot } from "../raft/types";
 import type { HelloFrame, RaftFrame, SnapChunkFrame } from "../protocol";
 import type { Logger } from "./log";
 import type { Transport } from "./runtime";
+import { SnapshotReceiver } from "./snapshot-receiver";
 
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 const SNAPSHOT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
@@ -24,7 +25,7 @@ export interface TcpTransportOptions {
 
 export class TcpTransport implements Transport {
   private readonly links = new Map<number, PeerLink>();
-  private readonly incomingSnapshots = new Map<number, { index: number; term: number; parts: Uint8Array[]; received: number; total: number }>();
+  private readonly incoming: SnapshotReceiver;
   private closed = false;
 
   constructor(
@@ -32,7 +33,14 @@ export class TcpTransport implements Transport {
     private readonly nodes: NodeAddr[],
     private readonly log: Logger,
     private readonly options: TcpTransportOptions,
-  ) {}
+  ) {
+    this.incoming = new SnapshotReceiver({
+      self: id,
+      peers: nodes.map((n) => n.id),
+      now: () => performance.now(),
+      onDrop: (from, reason) => log.warn(`dropped an incomplete snapshot transfer from node ${from}`, { reason }),
+    });
+  }
 
   /** New TLS material (certificate rotation) for the connections made from now on. */
   setTls(tls: TlsMaterial): void {
@@ -110,42 +118,25 @@ export class TcpTransport implements Transport {
   }
 
   /**
-   * A snapshot chunk arrived; `onContact` hears of every well-formed one (contact from the leader).
-   * Returns the whole snapshot message once its last chunk is in.
+   * A snapshot chunk arrived on `conn`; `onContact` hears of every one from a configured peer (contact
+   * from the leader). Returns the whole snapshot message once its last chunk is in. Throws (closing the
+   * connection) for a malformed chunk or one from a sender that is not a peer.
    */
-  onSnapChunk(f: SnapChunkFrame, onContact: (from: NodeId, term: number) => void): Message | null {
-    if (
-      typeof f.from !== "number" ||
-      typeof f.term !== "number" ||
-      typeof f.index !== "number" ||
-      typeof f.offset !== "number" ||
-      typeof f.total !== "number" ||
-      !(f.data instanceof Uint8Array)
-    ) {
-      this.log.warn("ignored a malformed snapshot chunk");
-      return null;
-    }
+  onSnapChunk(conn: object, f: SnapChunkFrame, onContact: (from: NodeId, term: number) => void): Message | null {
+    const done = this.incoming.receive(conn, f);
     onContact(f.from, f.term);
-    let inc = this.incomingSnapshots.get(f.from);
-    if (f.offset === 0) {
-      inc = { index: f.index, term: f.snapTerm, parts: [], received: 0, total: f.total };
-      this.incomingSnapshots.set(f.from, inc);
-    }
-    if (!inc || inc.index !== f.index || inc.received !== f.offset) {
-      this.incomingSnapshots.delete(f.from);
-      return null;
-    }
-    inc.parts.push(f.data);
-    inc.received += f.data.length;
-    if (inc.received < inc.total) return null;
-    this.incomingSnapshots.delete(f.from);
-    const data = new Uint8Array(inc.total);
-    let at = 0;
-    for (const p of inc.parts) {
-      data.set(p, at);
-      at += p.length;
-    }
-    const msg = parseMessage({ type: "snap", from: f.from, to: this.id, term: f.term, snapshot: { index: inc.index, term: inc.term, data } });
+    if (!done) return null;
+    const msg = parseMessage({ type: "snap", from: done.from, to: this.id, term: done.term, snapshot: done.snapshot });
     return typeof msg === "string" ? null : msg;
+  }
+
+  /** A connection closed: drop the snapshot transfer that came on it, if any. */
+  connectionClosed(conn: object): void {
+    this.incoming.connectionClosed(conn);
+  }
+
+  /** Drop incoming snapshot transfers that stalled; called periodically. */
+  expireSnapshotTransfers(): void {
+    this.incoming.expire();
   }
 }

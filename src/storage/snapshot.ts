@@ -120,23 +120,17 @@ export function decodeSnapshotFile(bytes: Uint8Array): Snapshot | string {
   return { index, term, data };
 }
 
-function pruneSnapshots(dir: string, disk: Disk): void {
-  const files = snapshotFiles(dir, disk);
-  for (const file of files.slice(0, Math.max(0, files.length - SNAPSHOTS_KEPT))) {
-    try {
-      disk.unlink(file.path);
-    } catch (err) {
-      if (errorCode(err) !== "ENOENT") throw err;
-    }
-  }
-}
-
 function removeIfPresent(file: string, disk: Disk): void {
   try {
     disk.unlink(file);
   } catch (err) {
     if (errorCode(err) !== "ENOENT") throw err;
   }
+}
+
+function pruneSnapshots(dir: string, disk: Disk): void {
+  const files = snapshotFiles(dir, disk);
+  for (const file of files.slice(0, Math.max(0, files.length - SNAPSHOTS_KEPT))) removeIfPresent(file.path, disk);
 }
 
 /**
@@ -213,9 +207,7 @@ export function loadLatestSnapshot(dir: string, _log?: StorageLog, disk: Disk = 
   const newest = files[files.length - 1];
   if (newest === undefined) return null;
   const result = decodeSnapshotFile(readWholeFile(disk, newest.path));
-  if (typeof result === "string") throw new SnapshotCorruptError(newest.path, result, files[files.length - 2]?.path ?? null);
-  if (result.index !== newest.index) {
-    throw new SnapshotCorruptError(newest.path, `its header says index ${result.index}`, files[files.length - 2]?.path ?? null);
-  }
-  return result;
+  const problem = typeof result === "string" ? result : result.index !== newest.index ? `its header says index ${result.index}` : null;
+  if (problem !== null) throw new SnapshotCorruptError(newest.path, problem, files[files.length - 2]?.path ?? null);
+  return result as Snapshot;
 }

@@ -73,10 +73,11 @@ const TYPED_ENTRY_FIXED_BYTES = 17;
 const HARD_STATE_PAYLOAD_BYTES = 24;
 const LOG_RESET_PAYLOAD_BYTES = 16;
 const SYNC_MARK_PAYLOAD_BYTES = 16;
-const SYNC_MARK_RECORD_BYTES = WAL_RECORD_HEADER_BYTES + SYNC_MARK_PAYLOAD_BYTES;
+/** Bytes of a sync mark record, which opens every batch. */
+export const WAL_SYNC_MARK_RECORD_BYTES = WAL_RECORD_HEADER_BYTES + SYNC_MARK_PAYLOAD_BYTES;
 const HARD_STATE_RECORD_BYTES = WAL_RECORD_HEADER_BYTES + HARD_STATE_PAYLOAD_BYTES;
 /** Room kept at the front of the batch buffer for the records that open a batch (sync mark, hard state). */
-const BATCH_HEAD_BYTES = SYNC_MARK_RECORD_BYTES + HARD_STATE_RECORD_BYTES;
+const BATCH_HEAD_BYTES = WAL_SYNC_MARK_RECORD_BYTES + HARD_STATE_RECORD_BYTES;
 /** Largest entry type that fits its byte. */
 const MAX_ENTRY_TYPE = 255;
 
@@ -217,7 +218,7 @@ class Replay {
 
 /** A valid sync mark at `offset` (header, crc and its own position all check out), or null. */
 function syncMarkAt(bytes: Uint8Array, view: DataView, offset: number): { syncedTo: number } | null {
-  if (offset + SYNC_MARK_RECORD_BYTES > bytes.length) return null;
+  if (offset + WAL_SYNC_MARK_RECORD_BYTES > bytes.length) return null;
   if (bytes[offset + 8] !== RECORD_SYNC_MARK || bytes[offset + 9] !== 0) return null;
   if (view.getUint32(offset, true) !== SYNC_MARK_PAYLOAD_BYTES) return null;
   if (view.getUint16(offset + 10, true) !== headerCheck(bytes, offset)) return null;
@@ -232,7 +233,7 @@ function syncMarkAt(bytes: Uint8Array, view: DataView, offset: number): { synced
 
 /** The first valid sync mark after `damage` that says the file was synced beyond `damage`, or null. */
 function laterSyncClaim(bytes: Uint8Array, view: DataView, damage: number): { at: number; syncedTo: number } | null {
-  for (let at = damage + 1; at + SYNC_MARK_RECORD_BYTES <= bytes.length; at++) {
+  for (let at = damage + 1; at + WAL_SYNC_MARK_RECORD_BYTES <= bytes.length; at++) {
     if (bytes[at + 8] !== RECORD_SYNC_MARK) continue;
     const mark = syncMarkAt(bytes, view, at);
     if (mark !== null && mark.syncedTo > damage) return { at, syncedTo: mark.syncedTo };
@@ -725,7 +726,7 @@ export class Wal {
    */
   private markSynced(): void {
     const segment = this.currentSegment();
-    if (segment.size > 0 && segment.size <= segment.claimedSynced + SYNC_MARK_RECORD_BYTES) return;
+    if (segment.size > 0 && segment.size <= segment.claimedSynced + WAL_SYNC_MARK_RECORD_BYTES) return;
     this.writeBatch(null);
     this.sync();
   }
@@ -768,7 +769,7 @@ export class Wal {
       encodeHardState(view, start + WAL_RECORD_HEADER_BYTES, headHardState);
       encodeHeader(this.pending, view, start, RECORD_HARD_STATE, HARD_STATE_PAYLOAD_BYTES);
     }
-    start -= SYNC_MARK_RECORD_BYTES;
+    start -= WAL_SYNC_MARK_RECORD_BYTES;
     setU64(view, start + WAL_RECORD_HEADER_BYTES, segment.syncedSize);
     setU64(view, start + WAL_RECORD_HEADER_BYTES + 8, segment.size);
     encodeHeader(this.pending, view, start, RECORD_SYNC_MARK, SYNC_MARK_PAYLOAD_BYTES);

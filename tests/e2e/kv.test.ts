@@ -80,6 +80,26 @@ describe("state machine e2e", () => {
     client.close();
   }, 60_000);
 
+  test("a watch with prev-kv gets a revision of 18 MiB (delete of the big/ keys) in bounded frames, whole", async () => {
+    const client = c.client(30000);
+    const start = await client.put("big-watch-start", "x");
+    const watch = client.watch("big/", { prefix: true, prevKv: true, fromRevision: start.revision + 1 });
+    const seen: { type: string; prevBytes: number; revision: number }[] = [];
+    const done = (async () => {
+      for await (const ev of watch) {
+        seen.push({ type: ev.type, prevBytes: ev.prevValue?.length ?? 0, revision: ev.modRevision });
+        if (seen.length === 18) return;
+      }
+    })();
+    const del = await client.delete("big/", { prefix: true });
+    expect(del.deleted).toBe(18);
+    await waitFor("18 delete events", () => seen.length === 18, 30000);
+    await done;
+    watch.close();
+    expect(seen.every((e) => e.type === "delete" && e.prevBytes === MiB && e.revision === del.revision)).toBe(true);
+    client.close();
+  }, 60_000);
+
   test("a value over the limit is refused by the library at once, without a retry", async () => {
     const client = new RaftKvClient({ endpoints: ["127.0.0.1:1"], timeoutMs: 5000 }); // nothing listens there
     expect(await codeOf(client.put("huge", new Uint8Array(64 * MiB)))).toBe("VALUE_TOO_LARGE");

@@ -80,8 +80,9 @@ export function simFiles(disk: SimDisk): Map<string, Uint8Array> {
 }
 
 /**
- * A Disk that behaves like `disk` until killAtNextSync() is called; then, at the next fdatasync, the
- * process "is killed" (kill -9: the page cache survives) before the sync does anything, and the call throws.
+ * A Disk that behaves like `disk` until killAtNextSync() is called; then, at the next fdatasync or fsync
+ * of a directory, the process "is killed" (kill -9: the page cache survives) before the sync does
+ * anything, and the call throws.
  */
 export function killableDisk(disk: SimDisk): { disk: Disk; killAtNextSync: () => void } {
   let armed = false;
@@ -92,11 +93,51 @@ export function killableDisk(disk: SimDisk): { disk: Disk; killAtNextSync: () =>
   };
   const wrapped = new Proxy(disk, {
     get(target, prop, receiver) {
-      if (armed && prop === "fdatasync") return kill;
-      if (armed && prop === "fdatasyncAsync") return async () => kill();
+      if (armed && (prop === "fdatasync" || prop === "fsyncDir")) return kill;
+      if (armed && (prop === "fdatasyncAsync" || prop === "fsyncDirAsync")) return async () => kill();
       const value = Reflect.get(target, prop, receiver);
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
   return { disk: wrapped, killAtNextSync: () => (armed = true) };
+}
+
+const MUTATING_OPS = new Set([
+  "write",
+  "writeAsync",
+  "truncate",
+  "fdatasync",
+  "fdatasyncAsync",
+  "fsyncDir",
+  "fsyncDirAsync",
+  "rename",
+  "unlink",
+  "open",
+]);
+
+/**
+ * A Disk over `disk` whose `crashAt`-th mutating operation (counted from 0; opens count too) does not
+ * happen: the power fails just before it (random fates for everything unsynced) and the call throws.
+ * `ops()` tells how many mutating operations ran, to find the range of crash points.
+ */
+export function powerLossAt(disk: SimDisk, crashAt: number): { disk: Disk; ops: () => number; crashed: () => boolean } {
+  let count = 0;
+  let crashed = false;
+  const wrapped = new Proxy(disk, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (typeof value !== "function") return value;
+      if (typeof prop !== "string" || !MUTATING_OPS.has(prop)) return value.bind(target);
+      return (...args: unknown[]) => {
+        if (crashed) throw new Error("the power is off");
+        if (count++ === crashAt) {
+          crashed = true;
+          target.crash({ keepPageCache: false });
+          throw new Error("power loss");
+        }
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { disk: wrapped, ops: () => count, crashed: () => crashed };
 }

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Wal, WalCorruptError, walSegmentName, writeSnapshot } from "../../src/storage";
+import { Wal, WAL_SYNC_MARK_RECORD_BYTES as MARK, WalCorruptError, walSegmentName, writeSnapshot } from "../../src/storage";
 import {
   collectingLog,
   copyDir,
@@ -178,15 +178,15 @@ describe("wal torn tail", () => {
     const original = makeTempDir();
     const sizes = writeOneSyncEach(original, count);
     const file = walSegmentName(1);
-    const lastRecordStart = sizes[count - 1]!; // the last batch: a sync mark (28 bytes), then entry 5
+    const lastRecordStart = sizes[count - 1]!; // the last batch: a sync mark, then entry 5
     const lastRecordLength = sizes[count]! - lastRecordStart;
-    expect(lastRecordLength).toBeGreaterThan(28 + 12);
+    expect(lastRecordLength).toBeGreaterThan(MARK + 12);
 
     for (let k = 1; k < lastRecordLength; k++) {
       const dir = copyDir(original);
       const segmentPath = path.join(dir, file);
       fs.truncateSync(segmentPath, sizes[count]! - k); // also drops the sync mark close() wrote
-      const cutRecordStart = sizes[count]! - k < lastRecordStart + 28 ? lastRecordStart : lastRecordStart + 28;
+      const cutRecordStart = sizes[count]! - k < lastRecordStart + MARK ? lastRecordStart : lastRecordStart + MARK;
 
       const { lines, log } = collectingLog();
       const { wal, state } = Wal.open(dir, { log });
@@ -225,7 +225,7 @@ describe("wal torn tail", () => {
     const { lines, log } = collectingLog();
     const { wal, state } = Wal.open(dir, { log });
     expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3]);
-    expect(lines.some((line) => line.level === "warn" && line.msg.includes(`offset ${sizes[3]! + 28}: crc mismatch`))).toBe(true);
+    expect(lines.some((line) => line.level === "warn" && line.msg.includes(`offset ${sizes[3]! + MARK}: crc mismatch`))).toBe(true);
     wal.close();
   });
 
@@ -273,13 +273,13 @@ describe("wal corruption", () => {
   test("a flipped bit anywhere in a record in the middle of the log is reported with file and offset", () => {
     const original = makeTempDir();
     const sizes = writeOneSyncEach(original, 6);
-    const middleStart = sizes[3]!; // batch of entry 4: a sync mark (28 bytes), then the entry
+    const middleStart = sizes[3]!; // batch of entry 4: a sync mark, then the entry
     const middleEnd = sizes[4]!;
     for (let offset = middleStart; offset < middleEnd; offset++) {
       const dir = copyDir(original);
       const segmentPath = path.join(dir, walSegmentName(1));
       flipBit(segmentPath, offset, offset % 8);
-      expectCorrupt(dir, segmentPath, offset < middleStart + 28 ? middleStart : middleStart + 28);
+      expectCorrupt(dir, segmentPath, offset < middleStart + MARK ? middleStart : middleStart + MARK);
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -456,5 +456,57 @@ describe("wal segments and compaction", () => {
     const { wal: third, state: again } = openQuiet(dir, 100);
     expect(again.hardState).toEqual({ term: 2, vote: 1, commit: 1 });
     third.close();
+  });
+});
+
+describe("wal format version 1", () => {
+  /** One record as version 1 wrote it (the header is the same in version 2). */
+  function v1Record(type: number, payload: Uint8Array): Buffer {
+    const header = Buffer.alloc(12);
+    header.writeUInt32LE(payload.length, 0);
+    header.writeUInt32LE(Bun.hash.crc32(payload) >>> 0, 4);
+    header[8] = type;
+    header.writeUInt16LE(Bun.hash.crc32(header.subarray(0, 10)) & 0xffff, 10);
+    return Buffer.concat([header, payload]);
+  }
+  function v1Entry(index: number, term: number, text: string): Buffer {
+    const fixed = Buffer.alloc(16);
+    fixed.writeBigUInt64LE(BigInt(index), 0);
+    fixed.writeBigUInt64LE(BigInt(term), 8);
+    return v1Record(1, Buffer.concat([fixed, Buffer.from(text)]));
+  }
+  function v1HardState(term: number, vote: number, commit: number): Buffer {
+    const payload = Buffer.alloc(24);
+    payload.writeBigUInt64LE(BigInt(term), 0);
+    payload.writeBigInt64LE(BigInt(vote), 8);
+    payload.writeBigUInt64LE(BigInt(commit), 16);
+    return v1Record(2, payload);
+  }
+
+  test("a version 1 segment is read, its torn tail truncated by version 1's rule, and new batches go to a new segment", () => {
+    const dir = makeTempDir();
+    const first = path.join(dir, walSegmentName(1));
+    const complete = Buffer.concat([v1HardState(3, 1, 2), v1Entry(1, 3, "cmd-1-3"), v1Entry(2, 3, "cmd-2-3")]);
+    fs.writeFileSync(first, Buffer.concat([complete, v1Entry(3, 3, "cmd-3-3").subarray(0, 20)]));
+    const { lines, log } = collectingLog();
+    const { wal, state } = Wal.open(dir, { log });
+    expect(state.hardState).toEqual({ term: 3, vote: 1, commit: 2 });
+    expect(plain(state.entries)).toEqual(plain([entry(1, 3), entry(2, 3)]));
+    expect(lines.filter((line) => line.level === "warn").length).toBe(1);
+    expect(fs.statSync(first).size).toBe(complete.length);
+    wal.append([entry(3, 4)]);
+    wal.setHardState({ term: 4, vote: 2, commit: 3 });
+    wal.close();
+    expect(wal.segmentPaths()).toEqual([first, path.join(dir, walSegmentName(2))]);
+    expect(fs.statSync(first).size).toBe(complete.length); // version 1 data is never appended to
+
+    const { wal: reopened, state: again } = openQuiet(dir);
+    expect(again.hardState).toEqual({ term: 4, vote: 2, commit: 3 });
+    expect(plain(again.entries)).toEqual(plain([entry(1, 3), entry(2, 3), entry(3, 4)]));
+    reopened.close();
+
+    // Version 1 data is now in a segment that is not the last: any damage in it is corruption.
+    flipBit(first, complete.length - 1, 0);
+    expectCorrupt(dir, first, null, "crc mismatch");
   });
 });

@@ -1,0 +1,51 @@
+// Every limit a node enforces on what clients and peers may make it hold, named once. Each is shown by
+// `raftkv serve --help` and in the README's limits table. Over a limit the caller gets a clear error (or
+// a logged disconnect) and the node keeps serving everyone else.
+
+/** Requests (writes awaiting commit, linearizable reads awaiting confirmation) a node holds in total. */
+export const MAX_PENDING_REQUESTS = 20_000;
+
+/**
+ * Requests one client connection may have in flight (received, not yet answered). Past it the request
+ * is answered TOO_BUSY at once, so a client that pipelines without waiting cannot fill the log ahead of
+ * everyone else's writes. 64 concurrent requests already reach a node's peak throughput (group commit),
+ * so this limits no client's speed, only its share.
+ */
+export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 128;
+
+/**
+ * Requests refused over the limits above (TOO_BUSY, TOO_MANY_WATCHES) within REFUSALS_WINDOW_MS after
+ * which a connection is closed (logged): a client that waits for its replies, or backs off when refused,
+ * never gets near it; one that never reads them cannot keep the node busy refusing it.
+ */
+export const MAX_REFUSALS_PER_CONNECTION = 1_000;
+
+/** The window MAX_REFUSALS_PER_CONNECTION is counted over. */
+export const REFUSALS_WINDOW_MS = 1_000;
+
+/** Watches one connection may hold open; more are refused with TOO_MANY_WATCHES. */
+export const MAX_WATCHES_PER_CONNECTION = 1_000;
+
+/** Watches a node holds open over all its connections; more are refused with TOO_MANY_WATCHES. */
+export const MAX_WATCHES_TOTAL = 10_000;
+
+/**
+ * An incoming snapshot transfer (one at most per configured peer) is dropped when no chunk of it has
+ * arrived for this long, as it is when its connection closes.
+ */
+export const SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS = 10_000;
+
+/** The limits above as `raftkv serve --help` lists them. */
+export const LIMITS_HELP: readonly [name: string, value: number, meaning: string][] = [
+  ["requests pending per node", MAX_PENDING_REQUESTS, "writes awaiting commit, reads awaiting confirmation; then TOO_BUSY"],
+  ["requests in flight per connection", MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, "then TOO_BUSY"],
+  ["refusals per connection", MAX_REFUSALS_PER_CONNECTION, `requests refused over a limit within ${REFUSALS_WINDOW_MS} ms; then the connection is closed (logged)`],
+  ["watches per connection", MAX_WATCHES_PER_CONNECTION, "then TOO_MANY_WATCHES"],
+  ["watches per node", MAX_WATCHES_TOTAL, "then TOO_MANY_WATCHES"],
+  ["snapshot transfer idle timeout (ms)", SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS, "one incoming transfer per configured peer; dropped after this long without a chunk, or when its connection closes"],
+];
+
+export function formatLimitsHelp(): string {
+  const width = Math.max(...LIMITS_HELP.map(([name]) => name.length));
+  return ["Limits (each refusal says which limit it hit):", ...LIMITS_HELP.map(([name, value, meaning]) => `    ${name.padEnd(width)}  ${String(value).padStart(6)}  ${meaning}`)].join("\n");
+}

@@ -1,0 +1,191 @@
+// The client-serving limits and request isolation, driven through the real runtime on one node with a
+// hand-driven clock and fake connections: requests in flight per connection, refusals that close a
+// connection, watches per connection and in total, and replies or events too big for a frame.
+import { describe, expect, test } from "bun:test";
+import { FrameTooLargeError } from "../../src/net";
+import type { EventFrame, ResponseFrame } from "../../src/protocol";
+import { NONE } from "../../src/raft/types";
+import { ClientService, type ClientConn } from "../../src/server/clients";
+import {
+  MAX_REFUSALS_PER_CONNECTION,
+  MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION,
+  MAX_WATCHES_PER_CONNECTION,
+  MAX_WATCHES_TOTAL,
+  REFUSALS_WINDOW_MS,
+} from "../../src/server/limits";
+import { Logger } from "../../src/server/log";
+import { NodeRuntime, type Clock } from "../../src/server/runtime";
+import { Watches } from "../../src/server/watches";
+
+const te = new TextEncoder();
+
+type FakeConn = Omit<ClientConn, "closed"> & {
+  closed: boolean;
+  frames: unknown[];
+  /** Make send throw FrameTooLargeError for frames this returns true for. */
+  tooLarge: (frame: unknown) => boolean;
+};
+
+function fakeConn(): FakeConn {
+  const c: FakeConn = {
+    closed: false,
+    frames: [],
+    tooLarge: () => false,
+    close: () => void (c.closed = true),
+    send: (f: unknown) => {
+      if (c.tooLarge(f)) throw new FrameTooLargeError(17 << 20, 16 << 20);
+      c.frames.push(f);
+      return true;
+    },
+  };
+  return c;
+}
+
+/** A single-node cluster (it elects itself) whose Ready loop runs only when the test drains it. */
+function singleNode() {
+  let mono = 0;
+  const deferred: (() => void)[] = [];
+  const timers: (() => void)[] = [];
+  const clock: Clock = {
+    now: () => mono,
+    wallNow: () => 1_800_000_000_000 + mono,
+    defer: (fn) => void deferred.push(fn),
+    every: (_ms, fn) => {
+      timers.push(fn);
+      return () => {};
+    },
+  };
+  const drain = () => {
+    while (deferred.length) deferred.shift()!();
+  };
+  const noop = () => {};
+  const runtime = new NodeRuntime(
+    { id: 1, voters: [1], heartbeatTicks: 1, electionTicks: 5, tickMs: 10, rng: () => 0.5, snapshotEntries: 1_000_000, groupCommit: true },
+    {
+      clock,
+      transport: { send: noop, sendSnapshot: async () => false },
+      storage: {
+        wal: { append: noop, setHardState: noop, resetLog: noop, sync: noop, compact: () => 0, sizeBytes: () => 0 },
+        writeSnapshot: noop,
+        writeSnapshotAsync: async () => {},
+        loadLatestSnapshot: () => null,
+      },
+      recovered: { hardState: { term: 0, vote: NONE, commit: 0 }, entries: [], snapshot: null } as never,
+      log: new Logger(1, () => 0, "error", "text"),
+      failStop: (reason) => {
+        throw new Error(reason);
+      },
+    },
+  );
+  const watches = new Watches(runtime.kv, 1);
+  const clients = new ClientService({ runtime, watches, logNow: () => mono, now: () => mono, nodes: [{ id: 1, host: "127.0.0.1", port: 1 }], status: () => ({}) as never });
+  runtime.start();
+  for (let i = 0; i < 20 && runtime.role !== "leader"; i++) {
+    mono += 10;
+    for (const fn of timers) fn();
+    drain();
+  }
+  expect(runtime.role).toBe("leader");
+  let nextId = 1;
+  const put = (conn: ClientConn, key: string, value = "v") => {
+    const id = nextId++;
+    clients.onRequest(conn, { k: "req", id, op: "write", cmd: { op: "put", key: te.encode(key), value: te.encode(value) } } as never);
+    return id;
+  };
+  const watch = (conn: ClientConn, key: string) => {
+    const id = nextId++;
+    clients.onRequest(conn, { k: "req", id, op: "watch", selector: { key: te.encode(key) } } as never);
+    return id;
+  };
+  return { runtime, clients, watches, drain, put, watch, advance: (ms: number) => (mono += ms) };
+}
+
+const replyTo = (conn: FakeConn, id: number) => conn.frames.find((f) => (f as ResponseFrame).k === "res" && (f as ResponseFrame).id === id) as ResponseFrame | undefined;
+
+describe("requests in flight per connection", () => {
+  test("past the limit a request is answered TOO_BUSY at once; the others on it, and other connections, are served", () => {
+    const node = singleNode();
+    const greedy = fakeConn();
+    const ids = Array.from({ length: MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION + 1 }, (_, i) => node.put(greedy, `g/${i}`));
+    const last = replyTo(greedy, ids.at(-1)!);
+    expect(last).toMatchObject({ ok: false, code: "TOO_BUSY" });
+    expect((last as { message: string }).message).toContain(`${MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION} requests in flight on this connection`);
+    const other = fakeConn();
+    const otherId = node.put(other, "other");
+    node.drain();
+    for (const id of ids.slice(0, -1)) expect(replyTo(greedy, id)).toMatchObject({ ok: true });
+    expect(replyTo(other, otherId)).toMatchObject({ ok: true });
+    // Answered requests leave the count: the connection may send again.
+    const again = node.put(greedy, "g/again");
+    node.drain();
+    expect(replyTo(greedy, again)).toMatchObject({ ok: true });
+  });
+
+  test("a connection refused too often within the window is closed; one that backs off is not", () => {
+    const node = singleNode();
+    const conn = fakeConn();
+    for (let i = 0; i < MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION; i++) node.put(conn, `k/${i}`);
+    for (let i = 1; i < MAX_REFUSALS_PER_CONNECTION; i++) node.put(conn, "refused");
+    node.advance(REFUSALS_WINDOW_MS); // a new window: the count starts over
+    for (let i = 1; i < MAX_REFUSALS_PER_CONNECTION; i++) node.put(conn, "refused");
+    expect(() => node.put(conn, "one too many")).toThrow(`after ${MAX_REFUSALS_PER_CONNECTION} of its requests were refused`);
+  });
+});
+
+describe("one request's failure is that request's", () => {
+  test("a reply that does not fit in a frame fails that request with RESULT_TOO_LARGE; the runtime goes on", () => {
+    const node = singleNode();
+    const conn = fakeConn();
+    conn.tooLarge = (f) => (f as ResponseFrame).ok === true && (f as ResponseFrame).id === 1;
+    const big = node.put(conn, "a");
+    const next = node.put(conn, "b");
+    node.drain();
+    expect(replyTo(conn, big)).toMatchObject({ ok: false, code: "RESULT_TOO_LARGE" });
+    expect((replyTo(conn, big) as { message: string }).message).toContain("frame limit");
+    expect(replyTo(conn, next)).toMatchObject({ ok: true });
+    const later = node.put(conn, "c");
+    node.drain();
+    expect(replyTo(conn, later)).toMatchObject({ ok: true });
+    expect(node.runtime.applied).toBeGreaterThanOrEqual(3);
+  });
+
+  test("watch events that do not fit in a frame end that watch with EVENTS_TOO_LARGE; the others still get theirs", () => {
+    const node = singleNode();
+    const victim = fakeConn();
+    victim.tooLarge = (f) => (f as EventFrame).k === "ev" && (f as EventFrame).events !== undefined;
+    const bystander = fakeConn();
+    node.watch(victim, "w");
+    node.watch(bystander, "w");
+    const writer = fakeConn();
+    const id = node.put(writer, "w");
+    node.drain();
+    expect(replyTo(writer, id)).toMatchObject({ ok: true });
+    expect(victim.frames.at(-1)).toMatchObject({ k: "ev", error: { code: "EVENTS_TOO_LARGE" } });
+    expect(victim.closed).toBe(true);
+    expect(bystander.frames.some((f) => (f as EventFrame).events?.length === 1)).toBe(true);
+  });
+});
+
+describe("watches per connection and in total", () => {
+  test("past either limit a watch is refused TOO_MANY_WATCHES; a closed connection gives its watches back", () => {
+    const node = singleNode();
+    const conns: FakeConn[] = [];
+    for (let k = 0; k < MAX_WATCHES_TOTAL / MAX_WATCHES_PER_CONNECTION; k++) {
+      const conn = fakeConn();
+      conns.push(conn);
+      for (let i = 0; i < MAX_WATCHES_PER_CONNECTION; i++) node.watch(conn, `w/${i}`);
+      const refused = replyTo(conn, node.watch(conn, "one more"));
+      expect(refused).toMatchObject({ ok: false, code: "TOO_MANY_WATCHES" });
+      if (k === 0) expect((refused as { message: string }).message).toContain(`${MAX_WATCHES_PER_CONNECTION} watches on this connection`);
+    }
+    const late = fakeConn();
+    const refused = replyTo(late, node.watch(late, "x"));
+    expect(refused).toMatchObject({ ok: false, code: "TOO_MANY_WATCHES" });
+    expect((refused as { message: string }).message).toContain(`${MAX_WATCHES_TOTAL} watches in total`);
+    // What the node does when a connection closes.
+    conns[0]!.closed = true;
+    node.watches.dropConn(conns[0]!);
+    node.clients.dropConn(conns[0]!);
+    expect(replyTo(late, node.watch(late, "x"))).toMatchObject({ ok: true });
+  });
+});
