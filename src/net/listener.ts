@@ -39,8 +39,6 @@ export interface FrameListener {
   readonly port: number;
   /** Connections accepted and not yet closed. */
   readonly connections: ReadonlySet<FramedConn>;
-  /** Sockets open, including TLS handshakes in progress. */
-  readonly socketCount: number;
   /**
    * New TLS material for connections accepted from now on (certificate rotation); open connections
    * keep theirs. The listening socket is replaced on the same port.
@@ -236,9 +234,6 @@ export function listenFrames(options: ListenFramesOptions): FrameListener {
     hostname: listening.hostname,
     port,
     connections,
-    get socketCount() {
-      return sockets.size;
-    },
     reloadTls(tls: TlsMaterial) {
       if (stopped) return;
       // Bun cannot swap a listener's certificates: close the listening socket (accepted connections stay

@@ -5,7 +5,7 @@ import { formatAddr, type NodeAddr } from "../config";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
-import { clusterIdOf, KnownPeers, loadOrCreateIdentity, type NodeIdentity } from "../storage/identity";
+import { clusterIdOf, KnownPeers, loadOrCreateIdentity } from "../storage/identity";
 import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
 import { ClientService } from "./clients";
@@ -74,7 +74,6 @@ export class RaftKvNode {
   private wal!: Wal;
   private lock!: DataDirLock;
   private listener: FrameListener | null = null;
-  private identity!: NodeIdentity;
   private gate!: ConnectionGate;
   private tls: TlsMaterial | undefined;
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
@@ -124,7 +123,6 @@ export class RaftKvNode {
     this.lock = lockDataDir(this.opts.dataDir);
     try {
       const { identity, created } = loadOrCreateIdentity(this.opts.dataDir, { clusterId: clusterIdOf(this.opts.nodes), nodeId: this.id });
-      this.identity = identity;
       if (created) this.log.info("recorded this node's identity in its data dir", { ...identity });
       this.gate = new ConnectionGate(identity, this.opts.nodes.map((n) => n.id), new KnownPeers(this.opts.dataDir), this.log);
       this.tls = this.opts.tls && loadTlsMaterial(this.opts.tls);
