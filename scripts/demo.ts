@@ -21,8 +21,13 @@ function startNode(id: number): void {
   closeSync(fd);
 }
 
+/** An argument as a shell would need it typed: quoted when it holds spaces or shell characters. */
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
 async function cli(args: string[], show = true): Promise<{ code: number; out: string }> {
-  if (show) console.log(`$ raftkv ${args.join(" ")}`);
+  if (show) console.log(`$ raftkv ${args.map(shellQuote).join(" ")}`);
   const p = Bun.spawn([BIN, ...args, "-c", CONF], { stdout: "pipe", stderr: "pipe" });
   const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
   const code = await p.exited;

@@ -15,6 +15,7 @@ import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerCerts } from "./cli/certs";
 import { registerAdmin } from "./cli/admin";
+import { parseCommandLine } from "./cli/parse";
 
 const cli = cac("raftkv");
 
@@ -30,22 +31,22 @@ registerCerts(cli);
 registerAdmin(cli);
 
 cli.help();
-cli.version(VERSION);
+cli.option("-v, --version", "Print raftkv's version");
 
+const argv = process.argv.slice(2);
 try {
-  cli.parse(process.argv, { run: false });
-  if (!cli.matchedCommand) {
-    if (cli.args.length) {
-      console.error(`error: unknown command ${JSON.stringify(cli.args[0])}; see raftkv --help`);
-      process.exit(2);
-    }
-    if (!cli.options.help && !cli.options.version) {
-      cli.outputHelp();
-      process.exit(cli.rawArgs.length > 2 ? 2 : 0);
-    }
-  } else {
-    await cli.runMatchedCommand();
+  if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v")) {
+    console.log(`raftkv ${VERSION}`);
+    process.exit(0);
   }
+  if (!argv.length) {
+    cli.outputHelp();
+    process.exit(0);
+  }
+  cli.parse(process.argv, { run: false }); // prints --help (of the command, if one is named)
+  if (cli.options.help) process.exit(0);
+  const { command, args, options } = parseCommandLine(cli, argv);
+  await command.commandAction!(...args, options);
 } catch (err) {
   console.error(`error: ${(err as Error).message}`);
   process.exit(2);

@@ -27,11 +27,14 @@ export type { FailoverOptions, FailoverResult } from "./failover";
 /** opts.tls: mutual TLS for a cluster run with certificates. */
 export async function runBench(opts: BenchOptions & { tls?: TlsMaterial }, io: BenchIO): Promise<BenchReport> {
   const resolved = resolveBenchOptions(opts);
-  const driver = new RaftKvDriver({ endpoints: resolved.endpoints, timeoutMs: resolved.timeoutMs, connections: resolved.connections, tls: opts.tls });
+  const driver = new RaftKvDriver({ endpoints: resolved.endpoints, timeoutMs: resolved.timeoutMs, connections: resolved.connections, prefix: resolved.prefix, tls: opts.tls });
   let report: BenchReport;
   try {
     report = await runWorkload(driver, resolved, io);
   } finally {
+    if (!resolved.keep) {
+      await driver.cleanup().catch((err: Error) => console.error(`warning: could not delete the keys under ${JSON.stringify(resolved.prefix)}: ${err.message}`));
+    }
     await driver.close();
   }
   io.out(resolved.json ? JSON.stringify(report) : formatReport(report));

@@ -43,6 +43,10 @@ export interface BenchOptions {
   seed?: number;
   /** runBench prints the report as JSON (no progress on stdout either way). */
   json?: boolean;
+  /** Every key the run writes starts with this (not empty). Default BENCH_DEFAULTS.prefix. */
+  prefix?: string;
+  /** Leave the keys under the prefix in place instead of deleting them after the run. */
+  keep?: boolean;
 }
 
 export interface ResolvedBenchOptions {
@@ -61,6 +65,8 @@ export interface ResolvedBenchOptions {
   timeoutMs: number;
   seed: number;
   json: boolean;
+  prefix: string;
+  keep: boolean;
 }
 
 export const BENCH_DEFAULTS = {
@@ -73,6 +79,8 @@ export const BENCH_DEFAULTS = {
   readRatio: 0.5,
   rate: 0,
   timeoutMs: 5000,
+  /** Where a run's keys go, so it never touches the user's keys and can delete its own afterwards. */
+  prefix: "__bench/",
 } as const;
 
 /** Limits of the options themselves (raftkv's own key and value caps are 4 KiB and 1 MiB). */
@@ -128,6 +136,12 @@ export function resolveBenchOptions(opts: BenchOptions): ResolvedBenchOptions {
 
   const keySpace = opts.keySpace === undefined ? BENCH_DEFAULTS.keySpace : intOption("key-space", opts.keySpace, 1, BENCH_LIMITS.maxKeySpace);
   const keySize = opts.keySize === undefined ? BENCH_DEFAULTS.keySize : intOption("key-size", opts.keySize, 1, BENCH_LIMITS.maxKeySize);
+  const prefix = opts.prefix ?? BENCH_DEFAULTS.prefix;
+  if (!prefix) throw new BenchOptionError("--prefix must not be empty: the run deletes everything under it afterwards");
+  const prefixBytes = new TextEncoder().encode(prefix).length;
+  if (keySize + prefixBytes > BENCH_LIMITS.maxKeySize) {
+    throw new BenchOptionError(`--key-size ${keySize} plus the ${prefixBytes}-byte --prefix is over the ${BENCH_LIMITS.maxKeySize}-byte key limit`);
+  }
   const digits = String(keySpace - 1).length;
   if (keySize < digits) {
     throw new BenchOptionError(`--key-size ${keySize} is too small for --key-space ${keySpace}: key numbers need ${digits} digits`);
@@ -170,6 +184,8 @@ export function resolveBenchOptions(opts: BenchOptions): ResolvedBenchOptions {
     timeoutMs,
     seed,
     json: !!opts.json,
+    prefix,
+    keep: !!opts.keep,
   };
 }
 

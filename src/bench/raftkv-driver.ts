@@ -12,6 +12,8 @@ export interface RaftKvDriverOptions {
   timeoutMs: number;
   /** Clients the slots are spread over (slot % connections). */
   connections: number;
+  /** Prepended to every key (the workload's keys are "00000042"); cleanup() deletes everything under it. */
+  prefix?: string;
   tls?: TlsMaterial;
 }
 
@@ -19,7 +21,25 @@ export class RaftKvDriver implements KvDriver {
   readonly name = "raftkv";
   private readonly clients: (RaftKvClient | undefined)[] = [];
 
-  constructor(private readonly opts: RaftKvDriverOptions) {}
+  private readonly prefix: Uint8Array;
+
+  constructor(private readonly opts: RaftKvDriverOptions) {
+    this.prefix = new TextEncoder().encode(opts.prefix ?? "");
+  }
+
+  private key(k: Uint8Array): Uint8Array {
+    if (!this.prefix.length) return k;
+    const out = new Uint8Array(this.prefix.length + k.length);
+    out.set(this.prefix);
+    out.set(k, this.prefix.length);
+    return out;
+  }
+
+  /** Deletes every key under the prefix; resolves with how many. */
+  async cleanup(): Promise<number> {
+    if (!this.prefix.length) return 0;
+    return (await this.client(0).delete(this.prefix, { prefix: true })).deleted;
+  }
 
   private newClient(): RaftKvClient {
     return new RaftKvClient({ endpoints: this.opts.endpoints, timeoutMs: this.opts.timeoutMs, tls: this.opts.tls });
@@ -30,18 +50,18 @@ export class RaftKvDriver implements KvDriver {
   }
 
   async put(slot: number, key: Uint8Array, value: Uint8Array): Promise<void> {
-    await this.client(slot).put(key, value);
+    await this.client(slot).put(this.key(key), value);
   }
 
   async get(slot: number, key: Uint8Array, serializable: boolean): Promise<{ modRevision: number } | null> {
-    const kv = await this.client(slot).get(key, { serializable });
+    const kv = await this.client(slot).get(this.key(key), { serializable });
     return kv ? { modRevision: kv.modRevision } : null;
   }
 
   async casPut(slot: number, key: Uint8Array, modRevision: number, value: Uint8Array): Promise<boolean> {
     const r = await this.client(slot).txn({
-      compare: [{ key, target: "mod", result: "equal", number: modRevision }],
-      success: [{ op: "put", key, value }],
+      compare: [{ key: this.key(key), target: "mod", result: "equal", number: modRevision }],
+      success: [{ op: "put", key: this.key(key), value }],
       failure: [],
     });
     return r.succeeded;
@@ -49,8 +69,8 @@ export class RaftKvDriver implements KvDriver {
 
   async txnPuts(slot: number, compareKey: Uint8Array, puts: [Uint8Array, Uint8Array][]): Promise<boolean> {
     const r = await this.client(slot).txn({
-      compare: [{ key: compareKey, target: "version", result: "greater", number: -1 }],
-      success: puts.map(([key, value]) => ({ op: "put" as const, key, value })),
+      compare: [{ key: this.key(compareKey), target: "version", result: "greater", number: -1 }],
+      success: puts.map(([key, value]) => ({ op: "put" as const, key: this.key(key), value })),
       failure: [],
     });
     return r.succeeded;

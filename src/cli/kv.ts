@@ -1,25 +1,67 @@
 // raftkv put, get, del, cas, txn: reads and writes of keys.
 
 import type { CAC } from "cac";
-import { readFileSync } from "node:fs";
-import { toBytes, toText } from "../client/client";
+import { closeSync, openSync, readSync } from "node:fs";
+import { RaftKvError, toBytes } from "../client/client";
+import { MAX_VALUE_BYTES } from "../kv/codec";
 import type { DelResult, RangeResult } from "../kv/types";
 import { parseTxn, TxnSyntaxError } from "./txn";
-import { client, clientOptions, isJson, kvJson, positiveInt, printJson, run, UsageError, type ClientFlags } from "./common";
+import { bytesJson, client, clientOptions, isJson, kvJson, openInput, positiveInt, printJson, readInput, run, UsageError, writeOut, type ClientFlags } from "./common";
+
+/** The value of put: from argv (UTF-8), or the exact bytes of stdin ("-") or of --file, up to MAX_VALUE_BYTES. */
+function putValue(value: string | undefined, file: string | undefined): Uint8Array {
+  if (file !== undefined && value !== undefined) throw new UsageError("give the value or --file, not both");
+  if (file !== undefined) return readLimited(file);
+  if (value === undefined) throw new UsageError("put needs a value: raftkv put KEY VALUE, raftkv put KEY - (from stdin) or --file FILE");
+  return value === "-" ? readLimited("-") : toBytes(value);
+}
+
+/** Reads a file ("-": stdin) whole, refusing it once it passes MAX_VALUE_BYTES (without reading the rest). */
+function readLimited(path: string): Uint8Array {
+  const what = path === "-" ? "stdin" : path;
+  const fd = path === "-" ? 0 : openInput(path, "--file");
+  try {
+    const buf = new Uint8Array(MAX_VALUE_BYTES + 1);
+    let n = 0;
+    for (;;) {
+      let got: number;
+      try {
+        got = readSync(fd, buf, n, buf.length - n, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EAGAIN") {
+          Bun.sleepSync(1); // a non-blocking stdin with nothing yet
+          continue;
+        }
+        throw err;
+      }
+      if (got === 0) break;
+      n += got;
+      if (n > MAX_VALUE_BYTES) throw new RaftKvError("VALUE_TOO_LARGE", `the value from ${what} is over the ${MAX_VALUE_BYTES}-byte limit`);
+    }
+    return buf.slice(0, n);
+  } finally {
+    if (fd !== 0) closeSync(fd);
+  }
+}
 
 export function registerKv(cli: CAC): void {
-  clientOptions(cli.command("put <key> <value>", "Store <value> under <key>; prints OK once a majority has it on disk"))
+  clientOptions(cli.command("put <key> [value]", "Store [value] under <key> (- reads it from stdin; or --file); prints OK once a majority has it on disk"))
     .option("--lease <id>", "Attach the key to a lease: it is deleted when the lease expires or is revoked")
+    .option("--file <file>", `Read the value from this file, bytes exact (at most ${MAX_VALUE_BYTES} bytes)`)
     .example("raftkv put 10 42")
+    .example("raftkv put greeting 'hello world'        # quote a value that contains spaces")
     .example("raftkv put service/a 10.0.0.5 --lease 7")
-    .action((key: string, value: string, flags: ClientFlags & { lease?: string }) =>
+    .example("raftkv put photo - < photo.jpg            # the value from stdin, bytes exact")
+    .example("raftkv put config --file app.conf")
+    .action((key: string, value: string | undefined, flags: ClientFlags & { lease?: string; file?: string }) =>
       run(async () => {
-        const c = client(flags);
         const lease = flags.lease === undefined ? undefined : positiveInt("--lease", flags.lease);
-        const r = await c.put(String(key), String(value), { lease });
+        const bytes = putValue(value, flags.file);
+        const c = client(flags);
+        const r = await c.put(String(key), bytes, { lease });
         c.close();
         if (isJson(flags)) printJson({ ok: true, revision: r.revision });
-        else console.log("OK");
+        else writeOut("OK\n");
       }),
     );
 
@@ -62,17 +104,17 @@ export function registerKv(cli: CAC): void {
             return 1;
           }
           if (isJson(flags)) printJson({ found: true, ...kvJson(kv), revision: r.revision });
-          else console.log(flags.keysOnly ? toText(kv.key) : toText(kv.value));
+          else writeOut(flags.keysOnly ? kv.key : kv.value, "\n");
           return;
         }
         if (isJson(flags)) {
           printJson({ revision: r.revision, count: r.count, more: r.more, kvs: r.kvs.map(kvJson) });
         } else if (flags.countOnly) {
-          console.log(String(r.count));
+          writeOut(`${r.count}\n`);
         } else {
           for (const kv of r.kvs) {
-            console.log(toText(kv.key));
-            if (!flags.keysOnly) console.log(toText(kv.value));
+            writeOut(kv.key, "\n");
+            if (!flags.keysOnly) writeOut(kv.value, "\n");
           }
           if (r.more) console.error(`(${r.count - r.kvs.length} more keys not shown: raise --limit)`);
         }
@@ -96,25 +138,32 @@ export function registerKv(cli: CAC): void {
         })) as DelResult;
         c.close();
         if (isJson(flags)) printJson({ deleted: r.deleted, revision: r.revision });
-        else console.log(`deleted ${r.deleted}`);
+        else writeOut(`deleted ${r.deleted}\n`);
       }),
     );
 
-  clientOptions(cli.command("cas <key> <expected> <value>", "Set <key> to <value> only if it is now <expected> (the word absent: only if it does not exist)"))
+  clientOptions(cli.command("cas <key> <expected> [value]", "Set <key> to [value] only if it is now <expected>; with --absent: cas <key> --absent <value>, only if <key> does not exist"))
+    .usage("cas <key> <expected> <value>   |   cas <key> --absent <value>")
+    .option("--absent", "Succeed only if <key> does not exist (then the one argument after <key> is the value)")
     .example("raftkv cas config/mode blue green")
-    .example("raftkv cas config/owner absent me")
-    .action((key: string, expected: string, value: string, flags: ClientFlags) =>
+    .example("raftkv cas config/owner --absent me")
+    .action((key: string, second: string, third: string | undefined, flags: ClientFlags & { absent?: boolean }) =>
       run(async () => {
+        if (flags.absent && third !== undefined) throw new UsageError(`with --absent, cas takes <key> and <value> only (got also ${JSON.stringify(third)})`);
+        if (!flags.absent && third === undefined) throw new UsageError("cas needs <key> <expected> <value>, or <key> --absent <value>");
+        const expected = flags.absent ? null : second;
+        const value = flags.absent ? second : third!;
         const c = client(flags);
-        const r = await c.cas(String(key), String(expected) === "absent" ? "absent" : String(expected), String(value));
+        const r = await c.cas(key, expected, value);
         c.close();
         const current = r.succeeded ? undefined : (r.results[0] as RangeResult | undefined)?.kvs[0];
         if (isJson(flags)) {
           printJson({ succeeded: r.succeeded, revision: r.revision, ...(r.succeeded ? {} : { current: current ? kvJson(current) : null }) });
         } else if (r.succeeded) {
-          console.log("OK");
+          writeOut("OK\n");
         } else {
-          console.error(`FAILED: ${key} is ${current ? JSON.stringify(toText(current.value)) : "absent"}, not ${expected === "absent" ? "absent" : JSON.stringify(expected)}`);
+          const now = current ? JSON.stringify(bytesJson("v", current.value).v) : "absent";
+          console.error(`FAILED: ${key} is ${now}, not ${expected === null ? "absent" : JSON.stringify(expected)}`);
         }
         return r.succeeded ? 0 : 1;
       }),
@@ -139,7 +188,7 @@ export function registerKv(cli: CAC): void {
   Prints SUCCESS or FAILURE (exit 0 either way) and each operation's result.`)
     .action((file: string | undefined, flags: ClientFlags) =>
       run(async () => {
-        const source = file && file !== "-" ? readFileSync(String(file), "utf8") : await new Response(Bun.stdin.stream()).text();
+        const source = file && file !== "-" ? readInput(file, "txn file") : await new Response(Bun.stdin.stream()).text();
         let txn;
         try {
           txn = parseTxn(source);
@@ -154,11 +203,11 @@ export function registerKv(cli: CAC): void {
           printJson({ succeeded: r.succeeded, revision: r.revision, results: r.results.map((x) => (x.op === "range" ? { ...x, kvs: x.kvs.map(kvJson) } : x)) });
           return;
         }
-        console.log(r.succeeded ? "SUCCESS" : "FAILURE");
+        writeOut(r.succeeded ? "SUCCESS\n" : "FAILURE\n");
         for (const x of r.results) {
-          if (x.op === "put") console.log("OK");
-          else if (x.op === "del") console.log(`deleted ${x.deleted}`);
-          else for (const kv of x.kvs) console.log(`${toText(kv.key)}\n${toText(kv.value)}`);
+          if (x.op === "put") writeOut("OK\n");
+          else if (x.op === "del") writeOut(`deleted ${x.deleted}\n`);
+          else for (const kv of x.kvs) writeOut(kv.key, "\n", kv.value, "\n");
         }
       }),
     );

@@ -1,35 +1,63 @@
 // raftkv lock and elect: client-side recipes on leases, revisions and watches.
 
 import type { CAC } from "cac";
+import { existsSync } from "node:fs";
 import { toText } from "../client/client";
 import { contend, electionPrefix, holder, lockPrefix } from "../client/recipes";
-import { client, clientOptions, isJson, parseTtlMs, printJson, run, UsageError, type ClientFlags } from "./common";
+import { client, clientOptions, isJson, parseTtlMs, printJson, run, UsageError, writeOut, type ClientFlags } from "./common";
+
+/** After losing the lock: how long the command's process group has between SIGTERM and SIGKILL. */
+export const LOCK_KILL_GRACE_MS = 5000;
 
 export function registerLock(cli: CAC): void {
   clientOptions(cli.command("lock <name> [...command]", "Hold the lock <name> while running COMMAND (raftkv lock NAME -- COMMAND ARGS...); exit with its code"))
     .option("--ttl <ttl>", "Lease TTL: if this process dies the lock frees itself after it", { default: "10s" })
     .example("raftkv lock backups -- ./backup.sh --full")
-    .action((name: string, command: string[], flags: ClientFlags & { ttl: string; "--"?: string[] }) =>
+    .example("raftkv lock backups -- sh -c 'echo token $RAFTKV_LOCK_REV of $RAFTKV_LOCK_KEY'")
+    .usage(`lock <name> -- <command> [args...]
+
+  Runs the command in a process group of its own while holding the lock, with the fencing token in its
+  environment: RAFTKV_LOCK_KEY (the lock's key) and RAFTKV_LOCK_REV (its create revision, which grows
+  with every new holder). If the lock is lost (its lease could not be renewed), the whole process group
+  gets SIGTERM, then SIGKILL after ${LOCK_KILL_GRACE_MS / 1000}s, and raftkv exits 1. Processes the command leaves
+  behind are stopped the same way when it exits, before the lock is released.`)
+    .action((name: string, command: string[], flags: ClientFlags & { ttl: string }) =>
       run(async () => {
-        const argv = [...(command ?? []), ...(flags["--"] ?? [])];
-        if (!argv.length) throw new UsageError("lock needs a command: raftkv lock NAME -- COMMAND ARGS...");
+        if (!command.length) throw new UsageError("lock needs a command: raftkv lock NAME -- COMMAND ARGS...");
+        const program = command[0]!;
+        if (!(program.includes("/") ? existsSync(program) : Bun.which(program))) throw new UsageError(`lock: command not found: ${program}`);
+        const ttlMs = parseTtlMs(flags.ttl, "--ttl");
         const c = client(flags);
         const held = await contend(c, lockPrefix(String(name)), {
-          ttlMs: parseTtlMs(flags.ttl),
+          ttlMs,
           onWait: (h) => console.error(`waiting for lock ${name} (held by ${toText(h.value) || "another process"})`),
           value: `pid ${process.pid}`,
         });
-        const child = Bun.spawn(argv, { stdin: "inherit", stdout: "inherit", stderr: "inherit" });
-        const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
-        process.on("SIGINT", forward("SIGINT"));
-        process.on("SIGTERM", forward("SIGTERM"));
-        const lost = held.lost.then((why) => {
-          console.error(`error: lost lock ${name}: ${why}; stopping the command`);
-          child.kill("SIGTERM");
-          return true;
+        const child = Bun.spawn(command, {
+          stdin: "inherit",
+          stdout: "inherit",
+          stderr: "inherit",
+          detached: true, // its own process group, so signals reach everything it started
+          env: { ...process.env, RAFTKV_LOCK_KEY: held.key, RAFTKV_LOCK_REV: String(held.revision) },
+        });
+        const group = (sig: NodeJS.Signals) => {
+          try {
+            process.kill(-child.pid, sig);
+          } catch {
+            // the group is gone already
+          }
+        };
+        process.on("SIGINT", () => group("SIGINT"));
+        process.on("SIGTERM", () => group("SIGTERM"));
+        let wasLost = false;
+        void held.lost.then((why) => {
+          wasLost = true;
+          console.error(`error: lost lock ${name}: ${why}; stopping the command's process group`);
+          group("SIGTERM");
+          setTimeout(() => group("SIGKILL"), LOCK_KILL_GRACE_MS).unref();
         });
         const code = await child.exited;
-        const wasLost = await Promise.race([lost, Promise.resolve(false)]);
+        group("SIGTERM"); // whatever it left running must not outlive the lock
         await held.release().catch(() => {});
         c.close();
         return wasLost ? 1 : code;
@@ -53,7 +81,7 @@ export function registerLock(cli: CAC): void {
             if (now !== current) {
               current = now;
               if (isJson(flags)) printJson({ name, leader: now });
-              else console.log(now === null ? `${name}: no leader` : `${name}: ${now}`);
+              else writeOut(now === null ? `${name}: no leader\n` : `${name}: ${now}\n`);
             }
           };
           await show();
@@ -76,7 +104,7 @@ export function registerLock(cli: CAC): void {
         process.once("SIGTERM", onSignal);
         const held = await contend(c, prefix, { ttlMs: parseTtlMs(flags.ttl), value: String(proposal), signal: ac.signal });
         if (isJson(flags)) printJson({ name, elected: true, proposal });
-        else console.log(`elected: ${name} = ${proposal}`);
+        else writeOut(`elected: ${name} = ${proposal}\n`);
         const lost = await Promise.race([held.lost, resigned.then(() => null)]);
         await held.release().catch(() => {});
         c.close();

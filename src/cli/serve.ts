@@ -10,6 +10,38 @@ import { isLogLevel } from "../server/log";
 import { formatLimitsHelp } from "../server/limits";
 import { positiveInt, run, tlsFilesFrom, UsageError } from "./common";
 
+/** Set by `raftkv cluster` for its children: stop when stdin (a pipe from the supervisor) closes. */
+export const EXIT_WITH_STDIN_ENV = "RAFTKV_EXIT_WITH_STDIN";
+
+function portInUse(host: string, port: number): UsageError {
+  return new UsageError(`port ${port} on ${host} is already in use by another process (a node already running? \`ss -ltnp 'sport = :${port}'\` shows which)`);
+}
+
+/** Refuses to start (before the data dir is touched) when another process has the port. */
+function checkPortFree(host: string, port: number): void {
+  let probe;
+  try {
+    probe = Bun.listen({ hostname: host, port, socket: { data() {} } });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE" || /in use|Failed to listen/i.test((err as Error).message)) throw portInUse(host, port);
+    throw new UsageError(`cannot listen on ${host}:${port}: ${(err as Error).message}`);
+  }
+  probe.stop(true);
+}
+
+/** A data dir that cannot be created or used, in words; undefined for other errors. */
+function dataDirProblem(err: unknown, dataDir: string): UsageError | undefined {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why: Record<string, string> = {
+    ENOENT: "cannot be created: a directory on its path does not exist",
+    ENOTDIR: "cannot be created: a part of its path is a file, not a directory",
+    EACCES: "cannot be used: permission denied",
+    EROFS: "cannot be used: the file system is read-only",
+  };
+  return code && why[code] ? new UsageError(`data dir ${JSON.stringify(dataDir)} ${why[code]}`) : undefined;
+}
+
 export function registerServe(cli: CAC): void {
   cli
     .command("serve <id> [config]", "Run node <id> of the cluster listed in [config] (default ./nodes.conf)")
@@ -50,12 +82,19 @@ export function registerServe(cli: CAC): void {
         for (const [name, v] of [["--heartbeat-ms", flags.heartbeatMs], ["--election-ms", flags.electionMs], ["--snapshot-entries", flags.snapshotEntries]] as const) {
           if (!Number.isInteger(Number(v)) || Number(v) <= 0) throw new UsageError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
         }
+        const self = nodes.find((n) => n.id === id);
+        const dataDir = String(flags.dataDir ?? `data/node-${id}`);
+        // A port in use is refused before a new data dir is created. With an existing one the node
+        // checks its lock first (a second process on the same node says "data dir ... is in use by
+        // process N"), and a port in use then fails the start, said the same way.
+        const listenHost = self ? String(flags.listenHost ?? self.host) : "";
+        if (self && !existsSync(dataDir)) checkPortFree(listenHost, self.port);
         let node: RaftKvNode;
         try {
           node = new RaftKvNode({
             id,
             nodes,
-            dataDir: flags.dataDir ?? `data/node-${id}`,
+            dataDir,
             heartbeatMs: Number(flags.heartbeatMs),
             electionMs: Number(flags.electionMs),
             snapshotEntries: Number(flags.snapshotEntries),
@@ -71,16 +110,31 @@ export function registerServe(cli: CAC): void {
             },
           });
         } catch (err) {
-          throw new UsageError((err as Error).message);
+          throw dataDirProblem(err, dataDir) ?? new UsageError((err as Error).message);
         }
-        await node.start();
+        try {
+          await node.start();
+        } catch (err) {
+          if (self && /Failed to listen|EADDRINUSE/.test((err as Error).message)) throw portInUse(listenHost, self.port);
+          throw dataDirProblem(err, dataDir) ?? err;
+        }
         await new Promise<void>((resolve) => {
+          let stopping = false;
           const shutdown = () => {
+            if (stopping) return;
+            stopping = true;
             node.stop().finally(resolve);
           };
           process.once("SIGINT", shutdown);
           process.once("SIGTERM", shutdown);
           process.on("SIGHUP", () => node.reloadTls());
+          // Started by `raftkv cluster`: stdin is a pipe from it, and its end means the supervisor is gone.
+          if (process.env[EXIT_WITH_STDIN_ENV] === "1") {
+            void (async () => {
+              for await (const _ of Bun.stdin.stream());
+              shutdown();
+            })();
+          }
         });
       }),
     );

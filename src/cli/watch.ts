@@ -1,8 +1,7 @@
 // raftkv watch: stream changes to a key, a prefix or a range.
 
 import type { CAC } from "cac";
-import { toText } from "../client/client";
-import { client, clientOptions, isJson, positiveInt, printJson, run, type ClientFlags } from "./common";
+import { bytesJson, client, clientOptions, isJson, positiveInt, printJson, run, writeOut, type ClientFlags } from "./common";
 
 export function registerWatch(cli: CAC): void {
   clientOptions(cli.command("watch <key> [rangeEnd]", "Print every change to <key> (or --prefix / a range) as it happens, until Ctrl-C"))
@@ -28,17 +27,17 @@ export function registerWatch(cli: CAC): void {
           if (isJson(flags)) {
             printJson({
               type: ev.type,
-              key: toText(ev.key),
-              value: ev.value ? toText(ev.value) : undefined,
+              ...bytesJson("key", ev.key),
+              ...(ev.value ? bytesJson("value", ev.value) : {}),
               modRevision: ev.modRevision,
               createRevision: ev.createRevision,
               version: ev.version,
-              ...(flags.prevKv ? { prevValue: ev.prevValue ? toText(ev.prevValue) : null } : {}),
+              ...(flags.prevKv ? (ev.prevValue ? bytesJson("prevValue", ev.prevValue) : { prevValue: null }) : {}),
             });
           } else {
-            const was = flags.prevKv ? (ev.prevValue ? `, was ${toText(ev.prevValue)}` : ", new") : "";
-            if (ev.type === "put") console.log(`PUT ${toText(ev.key)} ${toText(ev.value!)} (rev ${ev.modRevision}${was})`);
-            else console.log(`DELETE ${toText(ev.key)} (rev ${ev.modRevision}${was})`);
+            const was: (string | Uint8Array)[] = flags.prevKv ? (ev.prevValue ? [", was ", ev.prevValue] : [", new"]) : [];
+            if (ev.type === "put") writeOut("PUT ", ev.key, " ", ev.value!, ` (rev ${ev.modRevision}`, ...was, ")\n");
+            else writeOut("DELETE ", ev.key, ` (rev ${ev.modRevision}`, ...was, ")\n");
           }
         }
         c.close();

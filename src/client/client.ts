@@ -28,7 +28,7 @@ import type {
   TxnCommand,
   TxnResult,
 } from "../kv/types";
-import { dialFrames, TlsError, type FramedConn, type TlsMaterial } from "../net";
+import { DialError, dialFrames, FrameTooLargeError, RefusedError, TlsError, type FramedConn, type TlsMaterial } from "../net";
 import type { ClientOp, LeaseStatus, NodeStatus, ResponseFrame } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
@@ -47,13 +47,61 @@ export interface ClientOptions {
    * cluster (unique ids), so any number of processes may use the same clientId.
    */
   clientId?: string;
+  /**
+   * Give up at once, instead of retrying until timeoutMs, when every endpoint has failed
+   * FAIL_FAST_ROUNDS times in a row in a way retrying rarely fixes: connection refused, host not found,
+   * or a server that is not raftkv. The CLI sets it; a program that must ride out a whole-cluster restart
+   * leaves it off (the error then comes at the deadline, with the same code and message).
+   */
+  failFast?: boolean;
   /** Mutual TLS: the cluster CA and this client's certificate and key (PEM), for a cluster run with --certs. */
   tls?: TlsMaterial;
 }
 
+/**
+ * Answers that say "try again (elsewhere)". Every other error code is the request's own answer
+ * (VALUE_TOO_LARGE, KEY_TOO_LARGE, RESULT_TOO_LARGE, BAD_REQUEST, PERMISSION_DENIED, SESSION_EXPIRED, ...):
+ * it is returned at once and never retried.
+ */
 const RETRYABLE = new Set(["NOT_LEADER", "NO_LEADER", "LEADERSHIP_LOST", "TOO_BUSY", "SHUTTING_DOWN", "CONNECTION"]);
 const ATTEMPT_TIMEOUT_MS = 2000;
 const MAX_BACKOFF_MS = 50;
+/** failFast: full rounds over the endpoints, each failing to connect, before giving up. */
+export const FAIL_FAST_ROUNDS = 2;
+
+/** Why an endpoint could not be used at all: the cluster is not there, as opposed to not answering. */
+type Unusable = { kind: "refused" | "dns" | "foreign"; message: string };
+
+/** The server sent bytes that are not raftkv frames. */
+class ForeignServerError extends Error {}
+
+function unusable(target: string, err: unknown): Unusable | undefined {
+  if (err instanceof ForeignServerError) return { kind: "foreign", message: `${target} is not a raftkv node (${err.message})` };
+  if (!(err instanceof DialError)) return undefined;
+  const code = (err.cause as { code?: unknown } | undefined)?.code;
+  if (code === "ECONNREFUSED") return { kind: "refused", message: `${target} refused the connection (nothing listens there: wrong port, or the node is down)` };
+  if (typeof code === "string" && (code === "ENOTFOUND" || code.startsWith("EAI_"))) {
+    return { kind: "dns", message: `${target}: host not found (${code})` };
+  }
+  return undefined;
+}
+
+/** The error for "no endpoint could be used": NOT_RAFTKV if every one is a foreign server, else UNREACHABLE. */
+function unreachable(failures: Map<string, Unusable>): RaftKvError {
+  const all = [...failures.values()];
+  if (all.every((f) => f.kind === "foreign")) return new RaftKvError("NOT_RAFTKV", all.map((f) => f.message).join("; "));
+  return new RaftKvError("UNREACHABLE", `cannot connect to any endpoint: ${all.map((f) => f.message).join("; ")}`);
+}
+
+/** How often a paged range is read again from its start when a later page lost the first one's revision. */
+const MAX_RANGE_RESTARTS = 3;
+
+/** A later page of a range could not be read at the first page's revision. */
+class PageRevisionLost extends Error {
+  constructor(override readonly cause: RaftKvError) {
+    super(cause.message);
+  }
+}
 
 const te = new TextEncoder();
 const td = new TextDecoder();
@@ -69,6 +117,7 @@ export class RaftKvClient {
   readonly endpoints: string[];
   readonly timeoutMs: number;
   readonly clientId: string;
+  readonly failFast: boolean;
   private readonly tls: TlsMaterial | undefined;
   private readonly freeLanes: { id: string; seq: number }[] = [];
   private nextId = 1;
@@ -81,6 +130,8 @@ export class RaftKvClient {
     if (!opts.endpoints.length) throw new RaftKvError("BAD_REQUEST", "no endpoints given");
     this.endpoints = opts.endpoints.map((e) => formatAddr(parseEndpoint(e)));
     this.timeoutMs = opts.timeoutMs ?? 5000;
+    if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new RaftKvError("BAD_REQUEST", `timeoutMs must be a positive number of ms, got ${opts.timeoutMs}`);
+    this.failFast = opts.failFast ?? false;
     this.clientId = opts.clientId ?? crypto.randomUUID();
     this.tls = opts.tls;
     if (this.clientId.length > 100) throw new RaftKvError("BAD_REQUEST", "clientId must be at most 100 characters");
@@ -105,7 +156,19 @@ export class RaftKvClient {
    * end of the range, and returns them as one result.
    */
   async range(range: RangeRequest, opts: { serializable?: boolean } = {}): Promise<RangeResult> {
-    const serializable = opts.serializable ?? false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.rangePages(range, opts.serializable ?? false);
+      } catch (err) {
+        // A later page answered by another node (after a leader change, or a lagging one for a
+        // serializable read) may lack the first page's revision: read again from the start.
+        const retry = err instanceof PageRevisionLost && attempt < MAX_RANGE_RESTARTS;
+        if (!retry) throw err instanceof PageRevisionLost ? err.cause : err;
+      }
+    }
+  }
+
+  private async rangePages(range: RangeRequest, serializable: boolean): Promise<RangeResult> {
     const first = (await this.call({ op: "range", range, serializable })) as RangeResult;
     if (!first.more || first.nextKey === undefined) return first;
     const limit = range.limit ?? 0;
@@ -121,7 +184,12 @@ export class RaftKvClient {
       if (end !== undefined) next.rangeEnd = end;
       if (limit !== 0) next.limit = limit - kvs.length;
       if (range.keysOnly) next.keysOnly = true;
-      page = (await this.call({ op: "range", range: next, serializable })) as RangeResult;
+      try {
+        page = (await this.call({ op: "range", range: next, serializable })) as RangeResult;
+      } catch (err) {
+        if (err instanceof RaftKvError && (err.code === "COMPACTED" || err.code === "FUTURE_REVISION")) throw new PageRevisionLost(err);
+        throw err;
+      }
       kvs.push(...page.kvs);
     }
     return { op: "range", revision: first.revision, kvs, count: first.count, more: page.more };
@@ -136,11 +204,11 @@ export class RaftKvClient {
     return (await this.write({ op: "txn", ...txn })) as TxnResult;
   }
 
-  /** Set key to value only if its current value is `expected` ("absent": only if it does not exist). */
-  async cas(key: Bytes, expected: Bytes | "absent", value: Bytes): Promise<TxnResult> {
+  /** Set key to value only if its current value is `expected` (null: only if the key does not exist). */
+  async cas(key: Bytes, expected: Bytes | null, value: Bytes): Promise<TxnResult> {
     const k = toBytes(key);
     const compare: Compare =
-      expected === "absent" ? { key: k, target: "absent" } : { key: k, target: "value", result: "equal", value: toBytes(expected) };
+      expected === null ? { key: k, target: "absent" } : { key: k, target: "value", result: "equal", value: toBytes(expected) };
     return this.txn({ compare: [compare], success: [{ op: "put", key: k, value: toBytes(value) }], failure: [{ op: "range", key: k }] });
   }
 
@@ -289,6 +357,8 @@ export class RaftKvClient {
     let redirects = 0;
     let noLeader = ""; // the most telling failure: a live node that cannot see a majority
     const tried = new Set<string>();
+    const unusableNow = new Map<string, Unusable>(); // endpoints that failed to connect since the last answer
+    let unusableRounds = 0;
     while (Date.now() < deadline) {
       const target = this.leader ?? this.endpoints[this.rr++ % this.endpoints.length]!;
       tried.add(target);
@@ -298,10 +368,19 @@ export class RaftKvClient {
       } catch (err) {
         // A TLS or certificate problem is this client's configuration, not an outage: no retry.
         if (err instanceof TlsError) throw new RaftKvError("TLS", err.message);
+        if (err instanceof RaftKvError) throw err; // refused before it was sent: never retried
         if (attempts) attempts.uncertain = true;
         if (this.leader === target) this.leader = null;
         lastCode = "CONNECTION";
         lastMessage = `${target}: ${(err as Error).message}`;
+        const why = unusable(target, err);
+        if (why) unusableNow.set(target, why);
+        else unusableNow.delete(target);
+        if (this.failFast && unusableNow.size === this.endpoints.length) {
+          // A full round in which every endpoint failed to connect.
+          if (++unusableRounds >= FAIL_FAST_ROUNDS) throw unreachable(unusableNow);
+          unusableNow.clear();
+        }
         if (tried.size >= this.endpoints.length) {
           await this.pause(backoff, deadline);
           backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
@@ -312,6 +391,8 @@ export class RaftKvClient {
         this.leader = target;
         return res.result;
       }
+      unusableNow.clear();
+      unusableRounds = 0;
       lastCode = res.code;
       lastMessage = res.message;
       if (res.code === "NO_LEADER") noLeader = res.message;
@@ -328,6 +409,7 @@ export class RaftKvClient {
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
     }
     if (noLeader) throw new RaftKvError("NO_QUORUM", noLeader);
+    if (unusableNow.size === this.endpoints.length) throw unreachable(unusableNow);
     if (lastCode === "CONNECTION") {
       throw new RaftKvError("UNAVAILABLE", `no quorum: no node answered within ${this.timeoutMs} ms (last error: ${lastMessage})`);
     }
@@ -359,7 +441,15 @@ export class RaftKvClient {
           reject(e);
         },
       });
-      if (!c.conn.send({ k: "req", id, ...op })) {
+      let sent: boolean;
+      try {
+        sent = c.conn.send({ k: "req", id, ...op });
+      } catch (err) {
+        if (!(err instanceof FrameTooLargeError)) throw err;
+        sent = false;
+        reject(new RaftKvError("REQUEST_TOO_LARGE", `request not sent: ${err.message}`));
+      }
+      if (!sent) {
         c.pending.delete(id);
         clearTimeout(timer);
         reject(new Error("connection closed"));
@@ -385,7 +475,9 @@ export class RaftKvClient {
           waiter.resolve(res);
         },
         onError: (_conn, err) => {
-          failure = err;
+          // TLS problems and refusals (src/net: a `refused` frame) say what happened; other bad bytes
+          // mean the other end is not a raftkv node.
+          failure = err instanceof TlsError || err instanceof RefusedError ? err : new ForeignServerError(`it sent bytes that are not a raftkv frame: ${err.message}`);
         },
         onClose: () => {
           this.conns.delete(addr);

@@ -11,6 +11,11 @@ export interface Held {
   /** The contender's key (under the prefix) and its lease. */
   key: string;
   leaseId: number;
+  /**
+   * The key's create revision: it grows with every new holder, so it serves as a fencing token (a
+   * resource that remembers the highest token it has seen can refuse a holder that lost the lock).
+   */
+  revision: number;
   /** Resolves (with a reason) if the lease is lost: the lock is then no longer held. */
   lost: Promise<string>;
   /** Release: revoke the lease, which deletes the key. */
@@ -77,7 +82,7 @@ export async function contend(client: RaftKvClient, prefix: string, opts: Conten
       const mine = all.kvs.find((kv) => toText(kv.key) === key);
       if (!mine) throw new RaftKvError("LEASE_NOT_FOUND", `lease ${lease.id} expired while waiting`);
       const ahead = all.kvs.filter((kv) => kv.createRevision < mine.createRevision).sort((a, b) => b.createRevision - a.createRevision);
-      if (!ahead.length) return { key, leaseId: lease.id, lost: ka.lost, release };
+      if (!ahead.length) return { key, leaseId: lease.id, revision: mine.createRevision, lost: ka.lost, release };
       const predecessor = ahead[0]!;
       if (!told) {
         opts.onWait?.(ahead[ahead.length - 1]!);

@@ -9,11 +9,11 @@ import { inSpan, spanOf, type Mvcc } from "./mvcc";
 import type { SessionTable } from "./sessions";
 import type { ApplyMeta, ApplyResult, Command, CommandResult, TxnCommand, TxnOpResult } from "./types";
 
-export function ok(result: CommandResult): ApplyResult {
+function ok(result: CommandResult): ApplyResult {
   return { ok: true, result };
 }
 
-export function fail(code: KvErrorCode, message: string): ApplyResult {
+function fail(code: KvErrorCode, message: string): ApplyResult {
   return { ok: false, error: { code, message } };
 }
 

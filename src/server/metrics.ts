@@ -10,9 +10,9 @@ const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const MAX_LABEL_SETS = 1000;
 
 /** Latency buckets in seconds, 100 µs to 10 s. */
-export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Buckets for slow operations (snapshots), 1 ms to 2 min. */
-export const SLOW_BUCKETS = [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const SLOW_BUCKETS = [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
 function formatValue(v: number): string {
   if (v === Infinity) return "+Inf";
@@ -273,8 +273,7 @@ function quantile(bounds: readonly number[], counts: readonly number[], q: numbe
  * the place the event happens; gauges are read from the node (NodeGauges) only when rendered.
  */
 export class NodeMetrics {
-  readonly registry = new Registry();
-  private readonly r = this.registry;
+  private readonly r = new Registry();
 
   private readonly leaderChangesSeen = this.r.counter("raftkv_leader_changes_seen_total", "Times this node learned of a new leader.");
   private readonly proposalsCommitted = this.r.counter("raftkv_proposals_committed_total", "Client writes this node proposed as leader that committed and were applied.");
@@ -464,7 +463,7 @@ export class NodeMetrics {
     const cpu = process.cpuUsage();
     const cpuSeconds = this.cpu.labels();
     cpuSeconds.inc(Math.max(0, (cpu.user + cpu.system) / 1e6 - cpuSeconds.value));
-    return this.registry.render();
+    return this.r.render();
   }
 
   stats(): NodeStats {

@@ -221,7 +221,10 @@ export class RaftKvNode {
         },
         recovered: state,
         log: this.log,
-        failStop: () => process.exit(2),
+        failStop: (reason) => {
+          this.log.error("stopping the node", { reason });
+          process.exit(2);
+        },
         metrics: this.metrics,
       },
     );

@@ -4,7 +4,7 @@
 
 import { KvStore } from "../kv/store";
 import type { ApplyResult } from "../kv/types";
-import { RaftCore, type RaftConfig } from "../raft/core";
+import { AssertionError, RaftCore, type RaftConfig } from "../raft/core";
 import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready, type Role, type Snapshot, type SnapshotMeta } from "../raft/types";
 import type { RecoveredState } from "../storage";
 import type { ErrorCode } from "../protocol";
@@ -42,6 +42,11 @@ export interface RuntimeWal {
   setHardState(hardState: HardState): void;
   resetLog(snapshot: SnapshotMeta): void;
   sync(): void;
+  /**
+   * Write what is buffered now and make it durable off the event loop; resolves once it is. Records
+   * buffered meanwhile wait for the next call. Without it the runtime syncs on the event loop.
+   */
+  syncAsync?(): Promise<void>;
   compact(snapshotIndex: number): number;
   sizeBytes(): number;
 }
@@ -80,8 +85,8 @@ export interface RuntimeDeps {
   /** What the storage recovered at startup. */
   recovered: RecoveredState;
   log: Logger;
-  /** Stop the node at once (production: exit the process). Never returns. */
-  failStop(reason: string): never;
+  /** Stop the node at once (production: exit the process); the runtime does nothing more after it. */
+  failStop(reason: string): void;
   /** Told of messages, fsyncs, applies, snapshots and leaders (production: /metrics). */
   metrics?: NodeMetrics;
 }
@@ -126,12 +131,14 @@ export class NodeRuntime {
   private readonly transport: Transport;
   private readonly storage: RuntimeStorage;
   private readonly log: Logger;
-  private readonly failStop: (reason: string) => never;
+  private readonly failStop: (reason: string) => void;
   private readonly metrics: NodeMetrics | undefined;
   private readonly opts: RuntimeOptions;
 
   private readyScheduled = false;
   private stopped = false;
+  /** failStop was called. */
+  private failed = false;
   private cancelTick: (() => void) | null = null;
 
   private readonly pendingWrites = new Map<number, PendingWrite>();
@@ -146,8 +153,15 @@ export class NodeRuntime {
   private logBytesSinceSnapshot = 0;
   private readonly snapshotStreams = new Set<number>();
 
-  private persistedTerm: number;
-  private persistedVote: number;
+  /** Term and vote last handed to the WAL, and the ones known durable. */
+  private writtenTerm: number;
+  private writtenVote: number;
+  private durableTerm: number;
+  private durableVote: number;
+  /** Readies written but not yet known durable, oldest first, with the messages held until they are. */
+  private readonly unsynced: { rd: Ready; held: Message[]; needsSync: boolean }[] = [];
+  /** An async sync is in flight. */
+  private syncing = false;
   private lastRole: Role = "follower";
   private lastLeader = NONE;
 
@@ -167,8 +181,8 @@ export class NodeRuntime {
     this.metrics = deps.metrics;
     const state = deps.recovered;
     this.snapshot = state.snapshot && { index: state.snapshot.index, term: state.snapshot.term };
-    this.persistedTerm = state.hardState.term;
-    this.persistedVote = state.hardState.vote;
+    this.writtenTerm = this.durableTerm = state.hardState.term;
+    this.writtenVote = this.durableVote = state.hardState.vote;
     this.kv = state.snapshot ? KvStore.restore(state.snapshot.data) : new KvStore();
     this.core = new RaftCore(
       {
@@ -186,7 +200,7 @@ export class NodeRuntime {
   /** Start ticking. */
   start(): void {
     this.cancelTick = this.clock.every(this.opts.tickMs, () => {
-      this.core.tick();
+      this.guardCore(() => this.core.tick());
       this.scheduleReady();
     });
   }
@@ -228,19 +242,19 @@ export class NodeRuntime {
   /** A Raft message from a peer (a snapshot arrives whole, with its data). */
   step(m: Message): void {
     this.metrics?.messageReceived(m);
-    this.core.step(m);
+    this.guardCore(() => this.core.step(m));
     this.scheduleReady();
   }
 
   /** A chunk of a snapshot `from` streams to us arrived: contact from the leader. */
   snapshotChunkReceived(from: NodeId, term: number): void {
-    this.core.snapshotChunkReceived(from, term);
+    this.guardCore(() => this.core.snapshotChunkReceived(from, term));
     this.scheduleReady();
   }
 
   /** Propose `data`; null when this node is not the leader. `cb` learns the outcome. */
   propose(data: Uint8Array, cb?: WriteCallbacks): { index: number; term: number } | null {
-    const at = this.core.propose(data);
+    const at = this.guardCore(() => this.core.propose(data));
     if (!at) return null;
     if (cb) this.pendingWrites.set(at.index, { term: at.term, cb });
     this.scheduleReady();
@@ -250,7 +264,7 @@ export class NodeRuntime {
   /** Start a linearizable read; false when this node is not the leader. */
   readIndex(cb: ReadCallbacks): boolean {
     const ctx = this.nextReadCtx++;
-    if (!this.core.readIndex(ctx)) return false;
+    if (!this.guardCore(() => this.core.readIndex(ctx))) return false;
     this.pendingReads.set(ctx, { cb, index: -1 });
     this.scheduleReady();
     return true;
@@ -269,48 +283,82 @@ export class NodeRuntime {
     });
   }
 
-  private processReady(): void {
-    while (this.core.hasReady()) {
-      const rd = this.core.ready();
-      // A leader's messages depend on no unpersisted term or vote (it persisted both before it won),
-      // so it may send its appends first and write its own log while followers write theirs (Raft
-      // thesis 10.2.1). It still counts itself toward a commit only after its own fsync.
-      const sendFirst =
-        this.core.role === "leader" && !rd.snapshot && (!rd.hardState || (rd.hardState.term === this.persistedTerm && rd.hardState.vote === this.persistedVote));
-      if (sendFirst) for (const m of rd.messages) this.sendMessage(m);
-      try {
-        this.persist(rd);
-      } catch (err) {
-        // A failed write or fsync leaves the disk state unknown: stop rather than risk lying.
-        this.log.error("storage failure, stopping the node", { reason: (err as Error).message });
-        this.failStop(`storage failure: ${(err as Error).message}`);
-      }
-      if (!sendFirst) for (const m of rd.messages) this.sendMessage(m);
-      const applyStart = this.clock.now();
-      this.apply(rd);
-      this.metrics?.applied(rd.committed.length, this.clock.now() - applyStart);
-      this.core.advance(rd);
+  /**
+   * A broken core invariant stops the node at once with the reason (fail-stop): a node whose core is
+   * in an unknown state must not keep answering.
+   */
+  private guardCore<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof AssertionError) this.stopNow(err.message);
+      throw err;
     }
+  }
+
+  /** Fail-stop, once: the first reason is the one that counts. */
+  private stopNow(reason: string): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.stopped = true;
+    this.cancelTick?.();
+    this.failStop(reason);
+  }
+
+  private processReady(): void {
+    try {
+      while (this.core.hasReady()) this.handleReady(this.core.ready());
+    } catch (err) {
+      // Anything thrown here (requests' own failures are caught where they happen) leaves the Ready
+      // loop half done: stop rather than limp on.
+      this.stopNow(`the Ready loop failed: ${(err as Error).message}`);
+      return;
+    }
+    this.startSync();
     this.noticeRoleChange();
     this.maybeSnapshot();
   }
 
-  private persist(rd: Ready): void {
+  private handleReady(rd: Ready): void {
+    // A leader's messages depend on no unsynced term or vote (it made both durable before it won),
+    // so it sends its appends before its own write is durable, while followers write theirs (Raft
+    // thesis 10.2.1); it counts itself toward a commit only once the core is told its write is durable.
+    const termOrVoteChanges = !!rd.hardState && (rd.hardState.term !== this.writtenTerm || rd.hardState.vote !== this.writtenVote);
+    const sendNow =
+      this.core.role === "leader" && !rd.snapshot && !termOrVoteChanges && this.writtenTerm === this.durableTerm && this.writtenVote === this.durableVote;
+    if (sendNow) for (const m of rd.messages) this.sendMessage(m);
+    let needsSync: boolean;
+    try {
+      needsSync = this.write(rd, termOrVoteChanges);
+    } catch (err) {
+      // A failed write leaves the disk state unknown: stop rather than risk lying.
+      this.stopNow(`storage failure: ${(err as Error).message}`);
+      throw err;
+    }
+    const held = sendNow ? [] : rd.messages;
+    const applyStart = this.clock.now();
+    this.apply(rd);
+    this.metrics?.applied(rd.committed.length, this.clock.now() - applyStart);
+    this.core.reportApplied(rd);
+    if (needsSync || this.unsynced.length) {
+      this.unsynced.push({ rd, held, needsSync });
+    } else {
+      // Nothing of this Ready needs a sync and nothing before it is waiting for one.
+      this.durable(rd, held);
+    }
+  }
+
+  /**
+   * Hand `rd`'s writes to the WAL: entries first, then the hard state (a commit index must never reach
+   * the disk ahead of the entries it covers). Returns whether they need an fdatasync before anything
+   * that depends on them is sent. Without async syncs (or without group commit) they are synced here.
+   */
+  private write(rd: Ready, termOrVoteChanges: boolean): boolean {
     const wal = this.storage.wal;
     if (rd.snapshot) {
       this.storage.writeSnapshot(rd.snapshot);
       wal.resetLog({ index: rd.snapshot.index, term: rd.snapshot.term });
       this.snapshot = { index: rd.snapshot.index, term: rd.snapshot.term };
-    }
-    // Term and vote must be on disk before anything that depends on them is sent; the commit index
-    // need not be (after a crash it is learned again from the leader), so a batch that only moves
-    // the commit index is written with the next sync instead of costing an fsync of its own.
-    let mustSync = rd.entries.length > 0 || rd.snapshot !== null;
-    if (rd.hardState) {
-      wal.setHardState(rd.hardState);
-      mustSync ||= rd.hardState.term !== this.persistedTerm || rd.hardState.vote !== this.persistedVote;
-      this.persistedTerm = rd.hardState.term;
-      this.persistedVote = rd.hardState.vote;
     }
     if (!this.opts.groupCommit) {
       for (const e of rd.entries) {
@@ -318,13 +366,59 @@ export class NodeRuntime {
         this.syncWal();
       }
     } else if (rd.entries.length) wal.append(rd.entries);
-    if (mustSync) this.syncWal();
+    if (rd.hardState) {
+      wal.setHardState(rd.hardState);
+      this.writtenTerm = rd.hardState.term;
+      this.writtenVote = rd.hardState.vote;
+    }
+    // Term, vote and entries must be durable before anything that depends on them is sent; the commit
+    // index need not be (after a crash it is learned again from the leader), so a Ready that only moves
+    // the commit index is written with the next sync instead of costing an fdatasync of its own.
+    const needsSync = rd.entries.length > 0 || rd.snapshot !== null || termOrVoteChanges;
+    if (!needsSync) return false;
+    if (wal.syncAsync && this.opts.groupCommit) return true;
+    this.syncWal();
+    return false;
   }
 
   private syncWal(): void {
     const t0 = this.clock.now();
     this.storage.wal.sync();
     this.metrics?.walSynced(this.clock.now() - t0);
+  }
+
+  /** Start an fdatasync of everything written so far, if a written Ready needs one and none is in flight. */
+  private startSync(): void {
+    if (this.syncing || this.stopped || !this.unsynced.some((u) => u.needsSync)) return;
+    const covered = this.unsynced.length;
+    this.syncing = true;
+    const t0 = this.clock.now();
+    this.storage.wal.syncAsync!().then(
+      () => {
+        this.syncing = false;
+        this.metrics?.walSynced(this.clock.now() - t0);
+        if (this.stopped) return;
+        for (const u of this.unsynced.splice(0, covered)) this.durable(u.rd, u.held);
+        // Readies after those that need no sync of their own are durable now too.
+        while (this.unsynced.length && !this.unsynced[0]!.needsSync) {
+          const u = this.unsynced.shift()!;
+          this.durable(u.rd, u.held);
+        }
+        this.startSync();
+        this.scheduleReady();
+      },
+      (err: Error) => this.stopNow(`storage failure: ${err.message}`),
+    );
+  }
+
+  /** `rd` is durable: tell the core, then send what waited for it. */
+  private durable(rd: Ready, held: Message[]): void {
+    if (rd.hardState) {
+      this.durableTerm = rd.hardState.term;
+      this.durableVote = rd.hardState.vote;
+    }
+    this.guardCore(() => this.core.reportPersisted(rd));
+    for (const m of held) this.sendMessage(m);
   }
 
   private apply(rd: Ready): void {
@@ -336,15 +430,22 @@ export class NodeRuntime {
     for (const e of rd.committed) {
       this.logBytesSinceSnapshot += e.data.length;
       let result: ApplyResult | null = null;
-      if (e.data.length) result = this.kv.applyEntry(e.index, e.data);
-      else this.kv.markApplied(e.index);
+      try {
+        if (e.data.length) result = this.kv.applyEntry(e.index, e.data);
+        else this.kv.markApplied(e.index);
+      } catch (err) {
+        // The state machine is deterministic: every node fails this entry the same way. It fails this
+        // one request; the entry counts as applied (the store advanced its index before applying).
+        this.log.error("applying an entry failed", { index: e.index, reason: (err as Error).message });
+        result = { ok: false, error: { code: "INTERNAL", message: `applying entry ${e.index} failed: ${(err as Error).message}` } };
+      }
       const p = this.pendingWrites.get(e.index);
       if (!p) continue;
       this.pendingWrites.delete(e.index);
       if (p.term !== e.term) {
-        p.cb.failed({ code: "LEADERSHIP_LOST", message: "leadership changed before the write committed; it was not applied" });
+        this.settle(p.cb, () => p.cb.failed({ code: "LEADERSHIP_LOST", message: "leadership changed before the write committed; it was not applied" }));
       } else {
-        p.cb.applied(result);
+        this.settle(p.cb, () => p.cb.applied(result));
       }
     }
     for (const rs of rd.readStates) {
@@ -358,17 +459,34 @@ export class NodeRuntime {
       const r = this.pendingReads.get(rf.ctx);
       if (!r) continue;
       this.pendingReads.delete(rf.ctx);
-      r.cb.failed({ code: "LEADERSHIP_LOST", message: `read not confirmed: ${rf.reason}`, leaderHint: true });
+      this.settle(r.cb, () => r.cb.failed({ code: "LEADERSHIP_LOST", message: `read not confirmed: ${rf.reason}`, leaderHint: true }));
     }
     if (this.readsAwaitingApply.length) {
       let lastApplied = Math.max(this.core.applied, rd.snapshot?.index ?? 0);
       if (rd.committed.length) lastApplied = rd.committed[rd.committed.length - 1]!.index;
       let keep = 0;
       for (const r of this.readsAwaitingApply) {
-        if (r.index <= lastApplied) r.cb.ready();
+        if (r.index <= lastApplied) this.settle(r.cb, () => r.cb.ready());
         else this.readsAwaitingApply[keep++] = r;
       }
       this.readsAwaitingApply.length = keep;
+    }
+  }
+
+  /**
+   * Run one request's completion. If it throws (its reply cannot be built or sent), that request fails
+   * with INTERNAL and the loop goes on: one request's failure is never the node's.
+   */
+  private settle(cb: { failed(f: Failure): void }, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.warn("a request failed while completing it", { reason: (err as Error).message });
+      try {
+        cb.failed({ code: "INTERNAL", message: `node ${this.id} could not complete the request: ${(err as Error).message}` });
+      } catch {
+        // The request's connection cannot take even an error reply: nothing more to do for it.
+      }
     }
   }
 
@@ -389,9 +507,9 @@ export class NodeRuntime {
       // with the same sequence number and the session table applies each at most once.
       for (const [index, p] of this.pendingWrites) {
         this.pendingWrites.delete(index);
-        p.cb.failed({ code: "LEADERSHIP_LOST", message: `node ${this.id} lost leadership; the write may or may not have been applied: retry it`, leaderHint: true });
+        this.settle(p.cb, () => p.cb.failed({ code: "LEADERSHIP_LOST", message: `node ${this.id} lost leadership; the write may or may not have been applied: retry it`, leaderHint: true }));
       }
-      for (const r of this.readsAwaitingApply) r.cb.failed({ code: "LEADERSHIP_LOST", message: "leadership changed", leaderHint: true });
+      for (const r of this.readsAwaitingApply) this.settle(r.cb, () => r.cb.failed({ code: "LEADERSHIP_LOST", message: "leadership changed", leaderHint: true }));
       this.readsAwaitingApply.length = 0;
     }
   }
@@ -402,8 +520,8 @@ export class NodeRuntime {
     this.pendingWrites.clear();
     this.pendingReads.clear();
     this.readsAwaitingApply.length = 0;
-    for (const p of writes) p.cb.failed(failure);
-    for (const r of reads) r.cb.failed(failure);
+    for (const p of writes) this.settle(p.cb, () => p.cb.failed(failure));
+    for (const r of reads) this.settle(r.cb, () => r.cb.failed(failure));
   }
 
   // ---- snapshots and compaction -------------------------------------------------------------

@@ -177,7 +177,7 @@ describe("coordination primitives", () => {
             const kv = await cl.get(key);
             op.output = kv ? toText(kv.value) : null;
           } else {
-            const res = await cl.cas(key, op.expected === null ? "absent" : op.expected!, op.value!);
+            const res = await cl.cas(key, op.expected ?? null, op.value!);
             op.ok = res.succeeded;
           }
           if (op.kind !== "cas") op.ok = true;

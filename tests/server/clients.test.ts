@@ -48,7 +48,6 @@ function singleNode() {
   const timers: (() => void)[] = [];
   const clock: Clock = {
     now: () => mono,
-    wallNow: () => 1_800_000_000_000 + mono,
     defer: (fn) => void deferred.push(fn),
     every: (_ms, fn) => {
       timers.push(fn);
