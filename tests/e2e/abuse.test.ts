@@ -233,7 +233,7 @@ describe("abusive clients against a 3-node cluster", () => {
     await waitFor("the chunks to leave the test's send queue", () => conn.queuedBytes === 0, 60000, 5);
     conn.close();
     await waitFor(`node ${target}'s RSS back near ${rssBefore.toFixed(0)} MiB`, () => rssMiB(pid) < rssBefore + 40, 15000, 200);
-    expect(c.logs(target)).toContain(`dropped an incomplete snapshot transfer from node ${peer}`);
+    await waitFor("the transfer to be dropped", () => c.logs(target).includes(`dropped an incomplete snapshot transfer from node ${peer}`));
   });
 });
 
