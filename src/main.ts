@@ -15,6 +15,7 @@ import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerCerts } from "./cli/certs";
 import { registerAdmin } from "./cli/admin";
+import { registerSnapshot } from "./cli/snapshot";
 import { parseCommandLine } from "./cli/parse";
 
 const cli = cac("raftkv");
@@ -29,7 +30,13 @@ registerStatus(cli);
 registerCluster(cli);
 registerCerts(cli);
 registerAdmin(cli);
+registerSnapshot(cli);
 
+cli.usage(`<command> [options]
+
+  Exit codes: 0 success; 1 not found or refused (a failed cas, a too-large value); 2 bad usage or
+  configuration; 3 cluster unavailable (no quorum, no answer within --timeout); 4 no endpoint reachable
+  (connection refused, host not found, not a raftkv node).`);
 cli.help();
 cli.option("-v, --version", "Print raftkv's version");
 

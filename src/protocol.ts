@@ -41,7 +41,11 @@ export type ClientOp =
   // MAX_LEASES_LISTED), or one with its keys (at most MAX_RESULT_BYTES of them; keyCount counts all).
   | { op: "leases"; lease?: number }
   // prevKv: events carry the value the key had before the change (prevValue).
-  | { op: "watch"; selector: KeySelector; fromRevision?: number; prevKv?: boolean };
+  | { op: "watch"; selector: KeySelector; fromRevision?: number; prevKv?: boolean }
+  // Backup (leader only): capture the state at a confirmed point, answered with SnapshotSaveHeader; then
+  // the client pulls it chunk by chunk on the same connection (server/snapshot-save.ts).
+  | { op: "snapshotSave" }
+  | { op: "snapshotChunk"; save: number; offset: number };
 
 export type RequestFrame = { k: "req"; id: number } & ClientOp;
 
@@ -109,6 +113,26 @@ export interface NodeStatus {
   rssBytes: number;
   heapBytes: number;
   version: string;
+}
+
+/** What `snapshotSave` answers: the captured state's coordinates and checksum; its bytes follow in chunks. */
+export interface SnapshotSaveHeader {
+  /** Names this save in `snapshotChunk` requests (valid only on the connection that started it). */
+  save: number;
+  /** The node that captured it. */
+  node: number;
+  revision: number;
+  /** The log index the state machine had applied (at or past the commit index the leader confirmed). */
+  index: number;
+  /** The term of the entry at `index`. */
+  term: number;
+  keys: number;
+  /** Bytes of the state machine's snapshot encoding. */
+  size: number;
+  /** sha256 of those bytes, hex. */
+  sha256: string;
+  /** Bytes in every chunk but the last. */
+  chunkBytes: number;
 }
 
 export const VERSION = "0.1.0";

@@ -29,7 +29,7 @@ import type {
   TxnResult,
 } from "../kv/types";
 import { DialError, dialFrames, FrameTooLargeError, RefusedError, TlsError, type FramedConn, type TlsMaterial } from "../net";
-import type { ClientOp, LeaseStatus, NodeStatus, ResponseFrame } from "../protocol";
+import type { ClientOp, LeaseStatus, NodeStatus, ResponseFrame, SnapshotSaveHeader } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
 
@@ -66,6 +66,8 @@ export interface ClientOptions {
 const RETRYABLE = new Set(["NOT_LEADER", "NO_LEADER", "LEADERSHIP_LOST", "TOO_BUSY", "SHUTTING_DOWN", "CONNECTION"]);
 const ATTEMPT_TIMEOUT_MS = 2000;
 const MAX_BACKOFF_MS = 50;
+/** Chunk requests of a snapshot save kept in flight (each answer is at most one chunk, 1 MiB). */
+const SNAPSHOT_CHUNKS_IN_FLIGHT = 4;
 /** failFast: full rounds over the endpoints, each failing to connect, before giving up. */
 export const FAIL_FAST_ROUNDS = 2;
 
@@ -254,6 +256,51 @@ export class RaftKvClient {
     return new Watch(this.endpoints, selector, opts, this.tls);
   }
 
+  /**
+   * Stream a consistent snapshot of the state machine from the leader (`raftkv snapshot save`): the
+   * leader confirms its leadership, captures its applied state and answers with the header (revision,
+   * index, size, sha256); then the chunks are pulled in order, a few requests ahead, from that node and
+   * handed to `onChunk` (awaited: a slow sink slows the transfer, never piles chunks up in memory). The
+   * caller checks the checksum. The capture may take a while on a large state: it must fit in the
+   * client's timeout.
+   */
+  async snapshotSave(onHeader: (h: SnapshotSaveHeader) => void | Promise<void>, onChunk: (data: Uint8Array) => void | Promise<void>): Promise<SnapshotSaveHeader> {
+    const answered: { uncertain: boolean; by?: string } = { uncertain: false };
+    const header = (await this.call({ op: "snapshotSave" }, answered, this.timeoutMs)) as SnapshotSaveHeader;
+    const addr = answered.by!;
+    await onHeader(header);
+    const request = (offset: number) => {
+      const p = this.attempt(addr, { op: "snapshotChunk", save: header.save, offset }, Date.now() + this.timeoutMs);
+      p.catch(() => {}); // awaited in order below; a later one may fail before an earlier one is awaited
+      return p;
+    };
+    const inFlight: { offset: number; res: Promise<ResponseFrame> }[] = [];
+    let next = 0;
+    let received = 0;
+    while (received < header.size) {
+      while (next < header.size && inFlight.length < SNAPSHOT_CHUNKS_IN_FLIGHT) {
+        inFlight.push({ offset: next, res: request(next) });
+        next += header.chunkBytes;
+      }
+      const { offset, res } = inFlight.shift()!;
+      let r: ResponseFrame;
+      try {
+        r = await res;
+      } catch (err) {
+        throw new RaftKvError("UNAVAILABLE", `snapshot transfer from ${addr} broke off at byte ${offset} of ${header.size}: ${(err as Error).message}; run the save again`);
+      }
+      if (!r.ok) throw new RaftKvError(r.code, `snapshot transfer from ${addr} failed at byte ${offset} of ${header.size}: ${r.message}`);
+      const data = (r.result as { data?: unknown }).data;
+      const expected = Math.min(header.chunkBytes, header.size - offset);
+      if (!(data instanceof Uint8Array) || data.length !== expected) {
+        throw new RaftKvError("INTERNAL", `snapshot chunk at byte ${offset} from ${addr} is malformed (expected ${expected} bytes)`);
+      }
+      await onChunk(data);
+      received += data.length;
+    }
+    return header;
+  }
+
   /** Status of one node (every endpoint when called through statusAll). */
   async status(endpoint: string): Promise<NodeStatus> {
     const addr = formatAddr(parseEndpoint(endpoint));
@@ -346,7 +393,7 @@ export class RaftKvClient {
    * Send `op` until it gets an answer or the deadline passes. `attempts.uncertain` is set once an
    * attempt may have been executed without an answer (lost connection, timeout, lost leadership).
    */
-  private async call(op: ClientOp, attempts?: { uncertain: boolean }): Promise<unknown> {
+  private async call(op: ClientOp, attempts?: { uncertain: boolean; by?: string }, attemptMs = ATTEMPT_TIMEOUT_MS): Promise<unknown> {
     if (this.closed) throw new RaftKvError("BAD_REQUEST", "client is closed");
     const deadline = Date.now() + this.timeoutMs;
     let lastCode = "";
@@ -364,7 +411,7 @@ export class RaftKvClient {
       tried.add(target);
       let res: ResponseFrame;
       try {
-        res = await this.attempt(target, op, deadline);
+        res = await this.attempt(target, op, deadline, attemptMs);
       } catch (err) {
         // A TLS or certificate problem is this client's configuration, not an outage: no retry.
         if (err instanceof TlsError) throw new RaftKvError("TLS", err.message);
@@ -389,6 +436,7 @@ export class RaftKvClient {
       }
       if (res.ok) {
         this.leader = target;
+        if (attempts) attempts.by = target;
         return res.result;
       }
       unusableNow.clear();
@@ -421,7 +469,7 @@ export class RaftKvClient {
     return Bun.sleep(Math.max(0, Math.min(ms, deadline - Date.now())));
   }
 
-  private async attempt(addr: string, op: ClientOp, deadline: number): Promise<ResponseFrame> {
+  private async attempt(addr: string, op: ClientOp, deadline: number, attemptMs = ATTEMPT_TIMEOUT_MS): Promise<ResponseFrame> {
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new Error("timed out");
     const c = await this.connect(addr, Math.min(remaining, ATTEMPT_TIMEOUT_MS));
@@ -429,8 +477,8 @@ export class RaftKvClient {
     return new Promise<ResponseFrame>((resolve, reject) => {
       const timer = setTimeout(() => {
         c.pending.delete(id);
-        reject(new Error(`no answer within ${Math.min(remaining, ATTEMPT_TIMEOUT_MS)} ms`));
-      }, Math.min(remaining, ATTEMPT_TIMEOUT_MS));
+        reject(new Error(`no answer within ${Math.min(remaining, attemptMs)} ms`));
+      }, Math.min(remaining, attemptMs));
       c.pending.set(id, {
         resolve: (r) => {
           clearTimeout(timer);

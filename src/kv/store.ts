@@ -275,6 +275,11 @@ export class KvStore {
 
   private frozen: Map<Entry, Entry> | null = null;
 
+  /** A snapshot is being encoded (only one can be at a time: beginSnapshot throws meanwhile). */
+  get encodingSnapshot(): boolean {
+    return this.mvcc.frozen !== null;
+  }
+
   private beginSnapshot(): { step: (n: number) => boolean; finish: () => Uint8Array; abandon: () => void } {
     if (this.mvcc.frozen !== null) throw new Error("a snapshot is already being encoded");
     // Everything but the key table is small: copy it now. The key table is a list of references;

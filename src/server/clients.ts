@@ -11,6 +11,7 @@ import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestF
 import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, REFUSALS_WINDOW_MS } from "./limits";
 import type { NodeMetrics } from "./metrics";
 import type { Failure, NodeRuntime } from "./runtime";
+import { SnapshotSaves } from "./snapshot-save";
 import type { Watches } from "./watches";
 
 interface ConnState {
@@ -51,6 +52,8 @@ export class ClientService {
    * and requests refused over a limit in the window that started at refusedSince. */
   private readonly conns = new Map<ClientConn, ConnState>();
   private readonly metrics: NodeMetrics | undefined;
+  /** `raftkv snapshot save` transfers in progress. */
+  readonly saves: SnapshotSaves;
 
   constructor(deps: ClientServiceDeps) {
     this.runtime = deps.runtime;
@@ -60,6 +63,8 @@ export class ClientService {
     this.nodes = deps.nodes;
     this.status = deps.status;
     this.metrics = deps.metrics;
+    const runtime = this.runtime;
+    this.saves = new SnapshotSaves({ kv: runtime.kv, id: runtime.id, termAt: (i) => runtime.core.termAt(i) ?? runtime.core.term }, this.now);
   }
 
   private get id(): number {
@@ -106,6 +111,7 @@ export class ClientService {
   /** The connection closed: forget it (outcomes of its requests still arrive, and are dropped). */
   dropConn(conn: ClientConn): void {
     this.conns.delete(conn);
+    this.saves.dropConn(conn);
   }
 
   private connState(conn: ClientConn): ConnState {
@@ -244,8 +250,37 @@ export class ClientService {
         }
         return;
       }
+      case "snapshotSave":
+        return this.startSnapshotSave(conn, req.id);
+      case "snapshotChunk":
+        this.replyOk(conn, req.id, { data: this.saves.chunk(conn, req.save, req.offset) });
+        return;
       default:
         throw new Error(`unknown request op ${JSON.stringify((req as { op?: unknown }).op)}`);
+    }
+  }
+
+  /** A backup: confirmed like a linearizable read, then captured at once (server/snapshot-save.ts). */
+  private startSnapshotSave(conn: ClientConn, reqId: number): void {
+    if (this.runtime.role !== "leader") return this.notLeader(conn, reqId);
+    const busy = this.saves.refusal();
+    if (busy) return this.reply(conn, reqId, { code: "TOO_BUSY", message: busy });
+    const end = this.admit(conn, reqId);
+    if (!end) return;
+    const started = this.runtime.readIndex({
+      ready: () => {
+        const capture = this.saves.refusal() ?? this.saves.begin(conn);
+        if (typeof capture === "string") return this.settle(conn, reqId, end, () => this.reply(conn, reqId, { code: "TOO_BUSY", message: capture }));
+        capture.then(
+          (header) => this.settle(conn, reqId, end, () => (conn.closed ? this.saves.dropConn(conn) : this.replyOk(conn, reqId, header))),
+          (err) => this.settle(conn, reqId, end, () => this.replyError(conn, reqId, err)),
+        );
+      },
+      failed: (f) => this.settle(conn, reqId, end, () => this.fail(conn, reqId, f)),
+    });
+    if (!started) {
+      end();
+      this.notLeader(conn, reqId);
     }
   }
 

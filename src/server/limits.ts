@@ -35,6 +35,18 @@ export const MAX_WATCHES_TOTAL = 10_000;
  */
 export const SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS = 10_000;
 
+/**
+ * `raftkv snapshot save` transfers a node serves at once. Each holds an encoded copy of the whole state
+ * until its client has pulled it (or goes away), so more are refused with TOO_BUSY.
+ */
+export const MAX_SNAPSHOT_SAVES = 1;
+
+/** Bytes of one `snapshotChunk` reply (well under the 16 MiB frame limit). */
+export const SNAPSHOT_SAVE_CHUNK_BYTES = 1024 * 1024;
+
+/** A snapshot save whose client asks for no chunk for this long is dropped (and its memory freed). */
+export const SNAPSHOT_SAVE_IDLE_TIMEOUT_MS = 30_000;
+
 /** The limits above as `raftkv serve --help` lists them. */
 export const LIMITS_HELP: readonly [name: string, value: number, meaning: string][] = [
   ["requests pending per node", MAX_PENDING_REQUESTS, "writes awaiting commit, reads awaiting confirmation; then TOO_BUSY"],
@@ -43,6 +55,8 @@ export const LIMITS_HELP: readonly [name: string, value: number, meaning: string
   ["watches per connection", MAX_WATCHES_PER_CONNECTION, "then TOO_MANY_WATCHES"],
   ["watches per node", MAX_WATCHES_TOTAL, "then TOO_MANY_WATCHES"],
   ["snapshot transfer idle timeout (ms)", SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS, "one incoming transfer per configured peer; dropped after this long without a chunk, or when its connection closes"],
+  ["snapshot saves per node", MAX_SNAPSHOT_SAVES, "`raftkv snapshot save` transfers at once (each holds a copy of the state); then TOO_BUSY"],
+  ["snapshot save idle timeout (ms)", SNAPSHOT_SAVE_IDLE_TIMEOUT_MS, "a save whose client pulls no chunk for this long is dropped, as when its connection closes"],
 ];
 
 export function formatLimitsHelp(): string {

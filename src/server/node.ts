@@ -174,6 +174,7 @@ export class RaftKvNode {
     this.leaseTimer = setInterval(() => {
       this.leases.expire();
       this.transport.expireSnapshotTransfers();
+      this.clients.saves.expire();
       this.collectGarbageWhenIdle();
     }, LEASE_CHECK_MS);
     this.log.info("serving", {

@@ -527,7 +527,8 @@ export class NodeRuntime {
   // ---- snapshots and compaction -------------------------------------------------------------
 
   private maybeSnapshot(): void {
-    if (this.snapshotInProgress) return;
+    // The encoder may also be busy with a `snapshot save` (server/snapshot-save.ts): try again later.
+    if (this.snapshotInProgress || this.kv.encodingSnapshot) return;
     const applied = this.core.applied;
     const base = this.snapshot?.index ?? 0;
     if (applied - base < this.opts.snapshotEntries) return;

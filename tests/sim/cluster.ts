@@ -6,14 +6,13 @@
 // through any node that believes it leads. Safety checks run as things happen and after every step.
 
 import type { NodeAddr } from "../../src/config";
-import type { Entry, Message, NodeId, Ready } from "../../src/raft/types";
+import type { Entry, Message, NodeId, Ready, Snapshot } from "../../src/raft/types";
 import type { NodeStatus, ResponseFrame } from "../../src/protocol";
 import { ClientService, type ClientConn } from "../../src/server/clients";
 import { LEASE_CHECK_MS, LeaseKeeper } from "../../src/server/leases";
 import { Logger } from "../../src/server/log";
 import { NodeRuntime, type Clock, type Transport } from "../../src/server/runtime";
 import { Watches } from "../../src/server/watches";
-import type { Snapshot } from "../../src/raft/types";
 import { mulberry32 } from "../rng";
 import { SimStorage } from "./simstorage";
 
@@ -243,8 +242,11 @@ export class Sim {
     try {
       opened = node.storage.open(() => {});
     } catch (err) {
-      // A full disk or a failing fsync: the node refuses to start; it is tried again later.
-      if (/ENOSPC|EIO/.test((err as Error).message)) return false;
+      // A full disk or a failing fsync: the node refuses to start; it is tried again later, after a
+      // reboot if an fsync failed (see failStopped).
+      const message = (err as Error).message;
+      if (/EIO/.test(message) && !process.env.RAFTKV_SIM_EIO_KILL9) node.storage.crash(true);
+      if (/ENOSPC|EIO/.test(message)) return false;
       throw err;
     }
     const { storage, recovered } = opened;

@@ -1,0 +1,50 @@
+// The client library against a scripted server: which answers are retried and which are final.
+
+import { afterEach, describe, expect, test } from "bun:test";
+import { RaftKvClient, RaftKvError } from "../../src/client/client";
+import { listenFrames, type FrameListener } from "../../src/net";
+
+let server: FrameListener | undefined;
+afterEach(() => server?.stop());
+
+/** A server that answers every request with `answer(n)` (n counts requests from 1) and counts them. */
+function scripted(answer: (n: number) => { ok: true; result: unknown } | { ok: false; code: string; message: string }) {
+  let requests = 0;
+  server = listenFrames({
+    hostname: "127.0.0.1",
+    port: 0,
+    onFrame: (conn, value) => {
+      const req = value as { id: number };
+      conn.send({ k: "res", id: req.id, ...answer(++requests) });
+    },
+  });
+  return { endpoint: `127.0.0.1:${server.port}`, count: () => requests };
+}
+
+describe("RaftKvClient retries", () => {
+  for (const code of ["VALUE_TOO_LARGE", "RESULT_TOO_LARGE", "BAD_REQUEST", "PERMISSION_DENIED", "SESSION_EXPIRED"]) {
+    test(`${code} is the request's answer: returned at once, sent once`, async () => {
+      const s = scripted(() => ({ ok: false, code, message: `refused: ${code}` }));
+      const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs: 5000 });
+      try {
+        const err = await c.get("k").catch((e) => e);
+        expect(err).toBeInstanceOf(RaftKvError);
+        expect((err as RaftKvError).code).toBe(code);
+        expect(s.count()).toBe(1);
+      } finally {
+        c.close();
+      }
+    });
+  }
+
+  test("NO_LEADER is retried until an answer comes", async () => {
+    const s = scripted((n) => (n < 3 ? { ok: false, code: "NO_LEADER", message: "no leader yet" } : { ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } }));
+    const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs: 5000 });
+    try {
+      expect(await c.get("k")).toBeNull();
+      expect(s.count()).toBe(3);
+    } finally {
+      c.close();
+    }
+  });
+});
