@@ -17,9 +17,9 @@ const te = new TextEncoder();
 /**
  * Sends forged Raft frames (an append that commits "forged", a vote at a higher term, a snapshot of one
  * key) to node `to`, claiming to come from another node, on a connection that said no valid hello.
- * Resolves with the connection's close reason once the node has closed it.
+ * Resolves once the node has closed the connection (or refused it outright).
  */
-async function sendForgedFrames(c: TestCluster, to: number, tls?: TlsMaterial): Promise<string> {
+async function sendForgedFrames(c: TestCluster, to: number, tls?: TlsMaterial): Promise<void> {
   const st = (await c.statuses()).find((s) => s.id === to)!;
   const from = (to + 1) % 3;
   const term = st.term! + 5;
@@ -31,15 +31,12 @@ async function sendForgedFrames(c: TestCluster, to: number, tls?: TlsMaterial): 
   one.applyEntry(1, encodeLogCommand({ cmd: { op: "put", key: te.encode("only"), value: te.encode("key") }, now: Date.now() }));
   const snap = one.snapshot();
   const chunk = { k: "snapChunk", from, term, index: last + 100, snapTerm: term, offset: 0, total: snap.length, data: snap };
-  let reason = "";
   const conn = await dialFrames("127.0.0.1", c.ports[to]!, { onFrame: () => {}, tls }).catch((err: Error) => err);
-  if (conn instanceof Error) return conn.message;
+  if (conn instanceof Error) return;
   conn.send({ k: "raft", m: toWire(app as never) });
   conn.send({ k: "raft", m: vote });
   conn.send(chunk);
   await waitFor("the node to close the forging connection", () => conn.closed, 5000);
-  reason = conn.closeReason ?? "";
-  return reason;
 }
 
 /** Every node's own (serializable) view of keys, after a write through the cluster went round. */
@@ -61,13 +58,12 @@ async function viewsOf(c: TestCluster, keys: string[]): Promise<(string | null)[
   return views;
 }
 
-async function expectForgeriesChangeNothing(c: TestCluster, tls?: TlsMaterial): Promise<string> {
+async function expectForgeriesChangeNothing(c: TestCluster, tls?: TlsMaterial): Promise<void> {
   const leader = await c.waitForLeader();
   const client = c.client();
   for (let i = 0; i < 5; i++) await client.put(`real${i}`, String(i));
   const termBefore = (await c.statuses()).find((s) => s.id === leader)!.term;
-  const reasons: string[] = [];
-  for (let id = 0; id < 3; id++) reasons.push(await sendForgedFrames(c, id, tls));
+  for (let id = 0; id < 3; id++) await sendForgedFrames(c, id, tls);
   // Before the fix one forged append committed "forged" everywhere and the chunk left only "only".
   const unchanged = [null, "3", null];
   expect(await viewsOf(c, ["forged", "real3", "only"])).toEqual([unchanged, unchanged, unchanged]);
@@ -75,7 +71,6 @@ async function expectForgeriesChangeNothing(c: TestCluster, tls?: TlsMaterial): 
   expect(after.find((s) => s.id === leader)!.role).toBe("leader");
   expect(after.find((s) => s.id === leader)!.term).toBe(termBefore);
   client.close();
-  return reasons.join("\n");
 }
 
 describe("plaintext mode: Raft only from identified peers", () => {
@@ -84,8 +79,7 @@ describe("plaintext mode: Raft only from identified peers", () => {
   afterAll(() => c.cleanup());
 
   test("forged append, vote and snapshot frames on a client connection change nothing and are logged", async () => {
-    const reasons = await expectForgeriesChangeNothing(c);
-    expect(reasons).toContain("not an identified peer");
+    await expectForgeriesChangeNothing(c);
     const logs = c.logs(0) + c.logs(1) + c.logs(2);
     expect(logs).toMatch(/refused a connection remote=127\.0\.0\.1:\d+ reason="?.*raft frame on a connection that is not an identified peer/);
   });
@@ -183,8 +177,7 @@ describe("mutual TLS", () => {
 
   test("forged plaintext frames change nothing; a client certificate sending Raft is refused and logged", async () => {
     await expectForgeriesChangeNothing(c);
-    const reasons = await expectForgeriesChangeNothing(c, loadTlsMaterial(certFilesIn(certs, "writer")));
-    expect(reasons).toContain("not an identified peer");
+    await expectForgeriesChangeNothing(c, loadTlsMaterial(certFilesIn(certs, "writer")));
     expect(c.logs(0) + c.logs(1) + c.logs(2)).toMatch(/refused a connection remote=127\.0\.0\.1:\d+ reason="?a raft frame .*client \\"writer\\"/);
   });
 
