@@ -15,6 +15,7 @@ import { registerStatus } from "./cli/status";
 import { registerCluster } from "./cli/cluster";
 import { registerCerts } from "./cli/certs";
 import { registerAdmin } from "./cli/admin";
+import { registerMember } from "./cli/member";
 import { registerSnapshot } from "./cli/snapshot";
 import { parseCommandLine } from "./cli/parse";
 
@@ -30,6 +31,7 @@ registerStatus(cli);
 registerCluster(cli);
 registerCerts(cli);
 registerAdmin(cli);
+registerMember(cli);
 registerSnapshot(cli);
 
 cli.usage(`<command> [options]

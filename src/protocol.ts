@@ -42,10 +42,36 @@ export type ClientOp =
   | { op: "leases"; lease?: number }
   // prevKv: events carry the value the key had before the change (prevValue).
   | { op: "watch"; selector: KeySelector; fromRevision?: number; prevKv?: boolean }
+  // Membership (leader only): list, or change one member (add joins as a learner; addr is "host:port").
+  | { op: "member"; action: "list" | "add" | "promote" | "remove"; node?: number; addr?: string }
+  // Hand leadership to voter `node`; answered once it leads.
+  | { op: "leaderTransfer"; node: number }
   // Backup (leader only): capture the state at a confirmed point, answered with SnapshotSaveHeader; then
   // the client pulls it chunk by chunk on the same connection (server/snapshot-save.ts).
   | { op: "snapshotSave" }
   | { op: "snapshotChunk"; save: number; offset: number };
+
+/** One member as the leader sees it (`member list`). match and lag are null for the leader itself. */
+export interface MemberInfo {
+  id: number;
+  addr: string | null;
+  role: "voter" | "learner";
+  leader: boolean;
+  /** Highest log index known to be on the member's disk; lag = leader's commit index - match. */
+  match: number | null;
+  lag: number | null;
+  /** Replication state: probe, replicate or snapshot. */
+  state: string | null;
+}
+
+export interface MemberList {
+  leader: number;
+  term: number;
+  commitIndex: number;
+  /** Index of the log entry that set the configuration (0: the bootstrap from nodes.conf). */
+  configIndex: number;
+  members: MemberInfo[];
+}
 
 export type RequestFrame = { k: "req"; id: number } & ClientOp;
 
@@ -113,6 +139,12 @@ export interface NodeStatus {
   rssBytes: number;
   heapBytes: number;
   version: string;
+  /** The configuration in effect on this node, and the index of the entry that set it. */
+  voters?: number[];
+  learners?: number[];
+  configIndex?: number;
+  /** Leader only: each other member's replication (match index, lag behind the commit index). */
+  followers?: { id: number; match: number; lag: number; state: string }[];
 }
 
 /** What `snapshotSave` answers: the captured state's coordinates and checksum; its bytes follow in chunks. */

@@ -61,6 +61,7 @@ export function registerServe(cli: CAC): void {
     .option("--max-connections <n>", "Connections open at once, peers included", { default: DEFAULT_NET_LIMITS.maxConnections })
     .option("--max-connections-per-address <n>", "Connections open at once from one remote address", { default: DEFAULT_NET_LIMITS.maxConnectionsPerAddress })
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
+    .option("--join", "Join a running cluster after `raftkv member add ID HOST:PORT`: [config] lists at least one member and this node; the configuration comes from the cluster")
     .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
     .example("raftkv serve 0 nodes.conf")
     .example("raftkv serve 0 nodes.conf --certs certs    # mutual TLS; SIGHUP re-reads the certificate files")
@@ -108,6 +109,7 @@ export function registerServe(cli: CAC): void {
               maxConnections: positiveInt("--max-connections", flags.maxConnections),
               maxConnectionsPerAddress: positiveInt("--max-connections-per-address", flags.maxConnectionsPerAddress),
             },
+            join: flags.join === true,
           });
         } catch (err) {
           throw dataDirProblem(err, dataDir) ?? new UsageError((err as Error).message);
@@ -126,8 +128,11 @@ export function registerServe(cli: CAC): void {
             node.stop().finally(resolve);
           };
           process.once("SIGINT", shutdown);
-          process.once("SIGTERM", shutdown);
           process.on("SIGHUP", () => node.reloadTls());
+          // SIGTERM on a leader hands leadership over first, so writes pause for a transfer, not an election.
+          process.once("SIGTERM", () => {
+            node.handOffLeadership().finally(shutdown);
+          });
           // Started by `raftkv cluster`: stdin is a pipe from it, and its end means the supervisor is gone.
           if (process.env[EXIT_WITH_STDIN_ENV] === "1") {
             void (async () => {

@@ -29,7 +29,7 @@ import type {
   TxnResult,
 } from "../kv/types";
 import { DialError, dialFrames, FrameTooLargeError, RefusedError, TlsError, type FramedConn, type TlsMaterial } from "../net";
-import type { ClientOp, LeaseStatus, NodeStatus, ResponseFrame, SnapshotSaveHeader } from "../protocol";
+import type { ClientOp, LeaseStatus, MemberList, NodeStatus, ResponseFrame, SnapshotSaveHeader } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
 
@@ -256,6 +256,24 @@ export class RaftKvClient {
     return new Watch(this.endpoints, selector, opts, this.tls);
   }
 
+  /** The members as the leader sees them: voters, learners, each one's match index and lag. */
+  async members(): Promise<MemberList> {
+    return (await this.call({ op: "member", action: "list" })) as MemberList;
+  }
+
+  /**
+   * Change one member (answered once the change is committed): add joins `id` at `addr` as a learner,
+   * promote makes a caught-up learner a voter, remove takes a voter or learner out.
+   */
+  async memberChange(action: "add" | "promote" | "remove", id: number, addr?: string): Promise<MemberList> {
+    return (await this.call({ op: "member", action, node: id, ...(addr !== undefined ? { addr } : {}) })) as MemberList;
+  }
+
+  /** Hand leadership to voter `id`; resolves once it leads. */
+  async leaderTransfer(id: number): Promise<{ leader: number; term: number }> {
+    return (await this.call({ op: "leaderTransfer", node: id })) as { leader: number; term: number };
+  }
+
   /**
    * Stream a consistent snapshot of the state machine from the leader (`raftkv snapshot save`): the
    * leader confirms its leadership, captures its applied state and answers with the header (revision,
@@ -268,6 +286,9 @@ export class RaftKvClient {
     const answered: { uncertain: boolean; by?: string } = { uncertain: false };
     const header = (await this.call({ op: "snapshotSave" }, answered, this.timeoutMs)) as SnapshotSaveHeader;
     const addr = answered.by!;
+    if (!Number.isSafeInteger(header.size) || header.size < 0 || !Number.isSafeInteger(header.chunkBytes) || header.chunkBytes <= 0) {
+      throw new RaftKvError("INTERNAL", `${addr} answered the snapshot save with a malformed header (size ${header.size}, chunks of ${header.chunkBytes} bytes)`);
+    }
     await onHeader(header);
     const request = (offset: number) => {
       const p = this.attempt(addr, { op: "snapshotChunk", save: header.save, offset }, Date.now() + this.timeoutMs);

@@ -12,7 +12,8 @@ export const MAX_CONTEXT_CHARS = 512;
 
 export type ConfChange =
   /** Add a member that replicates but neither votes nor counts toward a majority. */
-  | { op: "addLearner"; id: NodeId; context?: string }
+  /** `knownContext`: contexts of existing members that the configuration does not hold yet (bootstrap members' addresses). */
+  | { op: "addLearner"; id: NodeId; context?: string; knownContext?: Record<string, string> }
   /** Make a learner a voter. */
   | { op: "promote"; id: NodeId }
   /** Remove a voter or a learner. */
@@ -47,6 +48,9 @@ export function applyConfChange(cfg: ClusterConfig, ch: ConfChange): ClusterConf
       if (ch.context !== undefined) {
         if (typeof ch.context !== "string" || ch.context.length > MAX_CONTEXT_CHARS) return `context of node ${ch.id} is longer than ${MAX_CONTEXT_CHARS} characters`;
         context[ch.id] = ch.context;
+      }
+      for (const [id, c] of Object.entries(ch.knownContext ?? {})) {
+        if (isMember(cfg, Number(id)) && context[id] === undefined && typeof c === "string" && c.length <= MAX_CONTEXT_CHARS) context[id] = c;
       }
       return { voters: cfg.voters, learners: sorted([...cfg.learners, ch.id]), context };
     }

@@ -277,6 +277,11 @@ export class RaftCore {
     return this.config.voters;
   }
 
+  /** The configuration in effect and the index of the entry that set it (cheap; status() has more). */
+  get membership(): { config: ClusterConfig; index: number } {
+    return { config: this.config, index: this.configIndex };
+  }
+
   /** Whether this node may campaign and vote counts with: it is a voter of its configuration. */
   private promotable(): boolean {
     return isVoter(this.config, this.id);

@@ -9,6 +9,7 @@ import { FrameTooLargeError, type FramedConn } from "../net";
 import { NONE } from "../raft/types";
 import type { ClientOp, ErrorCode, LeaderHint, LeaseStatus, NodeStatus, RequestFrame } from "../protocol";
 import { MAX_PENDING_REQUESTS, MAX_REFUSALS_PER_CONNECTION, MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, REFUSALS_WINDOW_MS } from "./limits";
+import { handleLeaderTransfer, handleMemberRequest, type AdminReplies } from "./membership";
 import type { NodeMetrics } from "./metrics";
 import type { Failure, NodeRuntime } from "./runtime";
 import { SnapshotSaves } from "./snapshot-save";
@@ -33,8 +34,10 @@ export interface ClientServiceDeps {
   logNow: () => number;
   /** Monotonic milliseconds (default performance.now). */
   now?: () => number;
-  /** Every node's address, for leader hints. */
+  /** Every node's address, for leader hints (kept up to date as the configuration changes). */
   nodes: NodeAddr[];
+  /** The election timeout: how long a leadership transfer may take. */
+  electionMs?: number;
   status: () => NodeStatus;
   /** Told of every request and answer; also answers `stats` (production: /metrics and the dashboard). */
   metrics?: NodeMetrics;
@@ -52,10 +55,12 @@ export class ClientService {
    * and requests refused over a limit in the window that started at refusedSince. */
   private readonly conns = new Map<ClientConn, ConnState>();
   private readonly metrics: NodeMetrics | undefined;
+  private readonly electionMs: number;
   /** `raftkv snapshot save` transfers in progress. */
   readonly saves: SnapshotSaves;
 
   constructor(deps: ClientServiceDeps) {
+    this.electionMs = deps.electionMs ?? 300;
     this.runtime = deps.runtime;
     this.watches = deps.watches;
     this.logNow = deps.logNow;
@@ -246,10 +251,16 @@ export class ClientService {
         });
         if (!at) {
           end();
-          this.notLeader(conn, req.id);
+          // Refused while leadership is handed over (at most an election timeout): the client retries.
+          if (this.runtime.role === "leader") this.reply(conn, req.id, { code: "NO_LEADER", message: `node ${this.id} is handing leadership over; retry` });
+          else this.notLeader(conn, req.id);
         }
         return;
       }
+      case "member":
+        return handleMemberRequest(this.runtime, this.nodes, req, this.adminReplies(conn, req.id));
+      case "leaderTransfer":
+        return handleLeaderTransfer(this.runtime, req, this.electionMs, this.adminReplies(conn, req.id));
       case "snapshotSave":
         return this.startSnapshotSave(conn, req.id);
       case "snapshotChunk":
@@ -258,6 +269,14 @@ export class ClientService {
       default:
         throw new Error(`unknown request op ${JSON.stringify((req as { op?: unknown }).op)}`);
     }
+  }
+
+  private adminReplies(conn: ClientConn, reqId: number): AdminReplies {
+    return {
+      ok: (result) => this.replyOk(conn, reqId, result),
+      fail: (code, message) => this.reply(conn, reqId, { code, message }),
+      notLeader: () => this.notLeader(conn, reqId),
+    };
   }
 
   /** A backup: confirmed like a linearizable read, then captured at once (server/snapshot-save.ts). */

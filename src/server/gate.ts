@@ -24,16 +24,25 @@ export const REFUSED_INCARNATION = "INCARNATION_MISMATCH";
 export const REFUSED_CLUSTER = "CLUSTER_MISMATCH";
 export const REFUSED_NOT_A_PEER = "NOT_A_PEER";
 
+export interface GateOptions {
+  /** Is this id a member of the cluster now (nodes.conf, or added since through the log)? */
+  isMember: (id: number) => boolean;
+  /** The ids of the nodes.conf the cluster was created with: between them the cluster id must match. */
+  bootstrapIds: readonly number[];
+  /** A node joining with --join does not know the cluster id yet: it checks none. */
+  joining: boolean;
+}
+
 export class ConnectionGate {
-  private readonly peerIds: ReadonlySet<number>;
+  private readonly bootstrapIds: ReadonlySet<number>;
 
   constructor(
     private readonly self: NodeIdentity,
-    peerIds: readonly number[],
+    private readonly options: GateOptions,
     private readonly knownPeers: KnownPeers,
     private readonly log: Logger,
   ) {
-    this.peerIds = new Set(peerIds.filter((id) => id !== self.nodeId));
+    this.bootstrapIds = new Set(options.bootstrapIds);
   }
 
   /** The hello this node opens each of its peer connections with. */
@@ -49,13 +58,15 @@ export class ConnectionGate {
     const from = frame.from;
     const cert = conn.certificate;
     if (cert && cert.kind !== "node") return this.refuse(conn, REFUSED_NOT_A_PEER, `a ${describeIdentity(cert)} certificate cannot be used as a peer`);
-    if (typeof from !== "number" || !this.peerIds.has(from)) {
-      return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from ${JSON.stringify(from)}, which is not a peer in this node's configuration`);
+    if (typeof from !== "number" || from === this.self.nodeId || !this.options.isMember(from)) {
+      return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from ${JSON.stringify(from)}, which is not a member of this node's configuration`);
     }
     if (cert && cert.nodeId !== from) {
       return this.refuse(conn, REFUSED_NOT_A_PEER, `hello claims node ${from} but the certificate is node ${cert.nodeId}'s`);
     }
-    if (frame.cluster !== this.self.clusterId) {
+    // A member added later (member add, serve --join) computed its cluster id from another nodes.conf.
+    const bootstrapPeer = this.bootstrapIds.has(from) && this.bootstrapIds.has(this.self.nodeId);
+    if (!this.options.joining && bootstrapPeer && frame.cluster !== this.self.clusterId) {
       return this.refuse(
         conn,
         REFUSED_CLUSTER,

@@ -241,7 +241,7 @@ const RTT_PROBE_TIMEOUT_MS = 5000;
 
 const ROLES = ["follower", "precandidate", "candidate", "leader"];
 const WRITE_OPS = new Set(["put", "del", "txn", "compact", "leaseGrant", "leaseKeepAlive", "leaseRevoke", "sessionRegister", "sessionTtl"]);
-const OTHER_OPS = new Set(["range", "status", "watch", "leases", "stats"]);
+const OTHER_OPS = new Set(["range", "status", "watch", "leases", "stats", "snapshotSave", "snapshotChunk"]);
 /** Answers to a proposed write that say it did not commit under this leader. */
 const PROPOSAL_FAILURES = new Set(["LEADERSHIP_LOST", "SHUTTING_DOWN"]);
 

@@ -3,6 +3,7 @@
 
 import { formatAddr, type NodeAddr } from "../config";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
+import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import { clusterIdOf, KnownPeers, loadOrCreateIdentity } from "../storage/identity";
@@ -12,6 +13,7 @@ import { ClientService } from "./clients";
 import { ConnectionGate, REFUSED_INCARNATION } from "./gate";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
+import { bestTransferTarget, dropBootstrapConfig, memberAddrs, unwrapSnapshot, wrapSnapshotData } from "./membership";
 import { Logger, type LogFormat, type LogLevel } from "./log";
 import { NodeMetrics } from "./metrics";
 import { NodeRuntime, type Clock } from "./runtime";
@@ -38,6 +40,11 @@ export interface NodeOptions {
   tls?: TlsFiles;
   /** Connection limits of the node port (src/net/limits.ts); defaults DEFAULT_NET_LIMITS. */
   limits?: Partial<NetLimits>;
+  /**
+   * Join an existing cluster (after `raftkv member add`): start with no configuration and learn it
+   * from the leader. `nodes` then only says where to find members and this node's own address.
+   */
+  join?: boolean;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 50;
@@ -62,8 +69,10 @@ export const realClock: Clock = {
 export class RaftKvNode {
   readonly id: number;
   readonly self: NodeAddr;
-  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort" | "tls" | "limits">> &
-    Pick<NodeOptions, "listenHost" | "httpPort" | "tls" | "limits">;
+  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort" | "join" | "tls" | "limits">> &
+    Pick<NodeOptions, "listenHost" | "httpPort" | "join" | "tls" | "limits">;
+  /** Every known node's address: the members' (from the configuration) and nodes.conf's. Updated in place. */
+  private readonly addrs: NodeAddr[];
   private http: HttpEndpoints | null = null;
   readonly log: Logger;
   private runtime!: NodeRuntime;
@@ -101,6 +110,7 @@ export class RaftKvNode {
     if (!self) throw new Error(`node ${opts.id} is not listed in the configuration (ids: ${opts.nodes.map((n) => n.id).join(", ")})`);
     this.id = opts.id;
     this.self = self;
+    this.addrs = [...opts.nodes];
     this.opts = {
       heartbeatMs: DEFAULT_HEARTBEAT_MS,
       electionMs: DEFAULT_ELECTION_MS,
@@ -124,7 +134,12 @@ export class RaftKvNode {
     try {
       const { identity, created } = loadOrCreateIdentity(this.opts.dataDir, { clusterId: clusterIdOf(this.opts.nodes), nodeId: this.id });
       if (created) this.log.info("recorded this node's identity in its data dir", { ...identity });
-      this.gate = new ConnectionGate(identity, this.opts.nodes.map((n) => n.id), new KnownPeers(this.opts.dataDir), this.log);
+      const gateOptions = {
+        isMember: (id: number) => this.addrs.some((a) => a.id === id),
+        bootstrapIds: this.opts.join ? [] : this.opts.nodes.map((n) => n.id),
+        joining: this.opts.join === true,
+      };
+      this.gate = new ConnectionGate(identity, gateOptions, new KnownPeers(this.opts.dataDir), this.log);
       this.tls = this.opts.tls && loadTlsMaterial(this.opts.tls);
       this.recover();
       const limits = { ...DEFAULT_NET_LIMITS, ...this.opts.limits };
@@ -155,7 +170,7 @@ export class RaftKvNode {
         },
       });
       if (this.opts.httpPort) {
-        this.http = serveHttp(listenHost, this.opts.httpPort, { self: this.id, nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics, tls: () => this.tls });
+        this.http = serveHttp(listenHost, this.opts.httpPort, { self: this.id, nodes: this.addrs, status: () => this.status(), metrics: this.metrics, tls: () => this.tls });
       }
       if (!this.tls && !isLoopback(listenHost)) {
         this.log.warn(
@@ -193,17 +208,22 @@ export class RaftKvNode {
     const t0 = performance.now();
     const dir = this.opts.dataDir;
     const storageLog = (level: "warn" | "info", msg: string) => this.log.log(level, msg);
-    const { wal, state } = Wal.open(dir, { log: storageLog });
+    const opened = Wal.open(dir, { log: storageLog });
+    const wal = opened.wal;
+    // A snapshot file may carry the configuration ahead of the state machine's bytes (membership.ts).
+    const state = { ...opened.state, snapshot: opened.state.snapshot && unwrapSnapshot(opened.state.snapshot) };
     this.wal = wal;
     this.transport = new TcpTransport(this.id, this.opts.nodes, this.log, {
       hello: this.gate.hello(),
       tls: this.tls,
       onRefused: (peer, err) => this.refusedByPeer(peer, err),
     });
+    const forStorage = (snap: Snapshot) => ({ index: snap.index, term: snap.term, data: wrapSnapshotData(dropBootstrapConfig(snap, this.opts.nodes)) });
     this.runtime = new NodeRuntime(
       {
         id: this.id,
-        voters: this.opts.nodes.map((n) => n.id),
+        // Joining: no configuration until the leader's log or snapshot gives one.
+        voters: this.opts.join ? [] : this.opts.nodes.map((n) => n.id),
         heartbeatTicks: Math.max(1, Math.round(this.opts.heartbeatMs / TICK_MS)),
         electionTicks: Math.max(2, Math.round(this.opts.electionMs / TICK_MS)),
         tickMs: TICK_MS,
@@ -216,9 +236,12 @@ export class RaftKvNode {
         transport: this.transport,
         storage: {
           wal,
-          writeSnapshot: (snap) => writeSnapshot(dir, snap),
-          writeSnapshotAsync: (snap) => writeSnapshotAsync(dir, snap),
-          loadLatestSnapshot: () => loadLatestSnapshot(dir, storageLog),
+          writeSnapshot: (snap) => writeSnapshot(dir, forStorage(snap)),
+          writeSnapshotAsync: (snap) => writeSnapshotAsync(dir, forStorage(snap)),
+          loadLatestSnapshot: () => {
+            const snap = loadLatestSnapshot(dir, storageLog);
+            return snap && dropBootstrapConfig(unwrapSnapshot(snap), this.opts.nodes);
+          },
         },
         recovered: state,
         log: this.log,
@@ -231,8 +254,15 @@ export class RaftKvNode {
     );
     this.watches = new Watches(this.runtime.kv, this.id);
     this.runtime.onSnapshotInstalled.push(() => this.watches.endAfterSnapshot());
+    this.runtime.onConfigChanged.push((config) => {
+      // Addresses travel in the configuration; nodes.conf ones stay known for leader hints.
+      const members = memberAddrs(config, this.opts.nodes);
+      const others = this.opts.nodes.filter((n) => !members.some((m) => m.id === n.id));
+      this.addrs.splice(0, this.addrs.length, ...members, ...others);
+      this.transport.setPeers(members);
+    });
     this.leases = new LeaseKeeper(this.runtime, realClock, this.log);
-    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.opts.nodes, status: () => this.status(), metrics: this.metrics });
+    this.clients = new ClientService({ runtime: this.runtime, watches: this.watches, logNow: () => this.leases.now(), nodes: this.addrs, status: () => this.status(), metrics: this.metrics, electionMs: this.opts.electionMs });
     this.log.info("recovered from disk", {
       snapshotIndex: state.snapshot?.index ?? 0,
       entries: state.entries.length,
@@ -280,6 +310,23 @@ export class RaftKvNode {
     }
     this.log.error(`refusing to run: ${err.message}`, { peer });
     process.exit(2);
+  }
+
+  /**
+   * A leader about to stop hands leadership to the most up-to-date voter first (SIGTERM), and waits
+   * at most a few election timeouts for it to take over. Returns whom it handed over to, or null.
+   */
+  async handOffLeadership(): Promise<number | null> {
+    if (this.stopped || this.runtime.role !== "leader") return null;
+    const target = bestTransferTarget(this.runtime);
+    if (target === null || this.runtime.transferLeadership(target)) return null;
+    const deadline = performance.now() + 3 * this.opts.electionMs;
+    while (performance.now() < deadline && this.runtime.leader !== target) {
+      if (this.runtime.role === "leader" && !this.runtime.core.transferring) return null;
+      await Bun.sleep(5);
+    }
+    this.log.info("handed leadership over before stopping", { to: target, done: this.runtime.leader === target });
+    return this.runtime.leader === target ? target : null;
   }
 
   get port(): number {
@@ -377,6 +424,12 @@ export class RaftKvNode {
       rssBytes: process.memoryUsage.rss(),
       heapBytes: process.memoryUsage().heapUsed,
       version: VERSION,
+      voters: s.config.voters,
+      learners: s.config.learners,
+      configIndex: s.configIndex,
+      ...(s.progress
+        ? { followers: Object.entries(s.progress).map(([id, p]) => ({ id: Number(id), match: p.match, lag: Math.max(0, s.commitIndex - p.match), state: p.state })) }
+        : {}),
     };
   }
 }

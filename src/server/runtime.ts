@@ -5,7 +5,8 @@
 import { KvStore } from "../kv/store";
 import type { ApplyResult } from "../kv/types";
 import { AssertionError, RaftCore, type RaftConfig } from "../raft/core";
-import { NONE, type Entry, type HardState, type Message, type NodeId, type Ready, type Role, type Snapshot, type SnapshotMeta } from "../raft/types";
+import type { ConfChange } from "../raft/confchange";
+import { ENTRY_CONFIG, NONE, type ClusterConfig, type Entry, type HardState, type Message, type NodeId, type Ready, type Role, type Snapshot, type SnapshotMeta } from "../raft/types";
 import type { RecoveredState } from "../storage";
 import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
@@ -169,6 +170,9 @@ export class NodeRuntime {
   readonly onBecameLeader: (() => void)[] = [];
   /** Called after a snapshot from the leader replaced the state machine. */
   readonly onSnapshotInstalled: (() => void)[] = [];
+  /** Called when the configuration in effect changed (it takes effect when appended, before it commits). */
+  readonly onConfigChanged: ((config: ClusterConfig) => void)[] = [];
+  private configSeen: ClusterConfig | null = null;
 
   constructor(opts: RuntimeOptions, deps: RuntimeDeps) {
     this.id = opts.id;
@@ -199,6 +203,7 @@ export class NodeRuntime {
 
   /** Start ticking. */
   start(): void {
+    this.noticeConfigChange();
     this.cancelTick = this.clock.every(this.opts.tickMs, () => {
       this.guardCore(() => this.core.tick());
       this.scheduleReady();
@@ -261,6 +266,25 @@ export class NodeRuntime {
     return at;
   }
 
+  /**
+   * Leader: append a configuration change; `cb` learns when it is applied (committed). Returns why it
+   * was refused, or null.
+   */
+  proposeConfChange(ch: ConfChange, cb: WriteCallbacks): string | null {
+    const at = this.core.proposeConfChange(ch);
+    if (typeof at === "string") return at;
+    this.pendingWrites.set(at.index, { term: at.term, cb });
+    this.scheduleReady();
+    return null;
+  }
+
+  /** Leader: hand leadership to `target` (thesis 3.10). Returns why it cannot, or null once started. */
+  transferLeadership(target: NodeId): string | null {
+    const refused = this.core.transferLeadership(target);
+    this.scheduleReady();
+    return refused;
+  }
+
   /** Start a linearizable read; false when this node is not the leader. */
   readIndex(cb: ReadCallbacks): boolean {
     const ctx = this.nextReadCtx++;
@@ -316,7 +340,16 @@ export class NodeRuntime {
     }
     this.startSync();
     this.noticeRoleChange();
+    this.noticeConfigChange();
     this.maybeSnapshot();
+  }
+
+  private noticeConfigChange(): void {
+    const { config, index } = this.core.membership;
+    if (config === this.configSeen) return;
+    this.configSeen = config;
+    this.log.info("configuration", { index, voters: config.voters.join(",") || "-", learners: config.learners.join(",") || "-" });
+    for (const fn of this.onConfigChanged) fn(config);
   }
 
   private handleReady(rd: Ready): void {
@@ -431,7 +464,7 @@ export class NodeRuntime {
       this.logBytesSinceSnapshot += e.data.length;
       let result: ApplyResult | null = null;
       try {
-        if (e.data.length) result = this.kv.applyEntry(e.index, e.data);
+        if (e.data.length && e.type !== ENTRY_CONFIG) result = this.kv.applyEntry(e.index, e.data);
         else this.kv.markApplied(e.index);
       } catch (err) {
         // The state machine is deterministic: every node fails this entry the same way. It fails this
@@ -543,12 +576,13 @@ export class NodeRuntime {
     const previous = this.snapshot;
     let encodeMs = 0;
     let snap: Snapshot;
+    const config = this.core.configAt(applied);
     // Encoded in slices between which the node keeps serving (the state is captured now).
     this.kv
       .snapshotAsync()
       .then((data) => {
         encodeMs = this.clock.now() - t0;
-        snap = { index: applied, term, data };
+        snap = { index: applied, term, data, config };
         return this.storage.writeSnapshotAsync(snap);
       })
       .then(() => {

@@ -4,16 +4,21 @@
 //
 // Consistency: the save starts like a linearizable read (ReadIndex: the leader confirms it still leads
 // and waits until it has applied everything committed when the request arrived), then captures the state
-// in that same event-loop turn (KvStore.snapshotAsync freezes it when called). The bytes are therefore the
-// state at one revision, and it includes every write acknowledged before the save was asked for.
+// at once, or as soon as the node's own snapshot has finished encoding (KvStore.snapshotAsync freezes the
+// state when called). The bytes are therefore the state at one revision, and it includes every write
+// acknowledged before the save was asked for.
 
 import { createHash } from "node:crypto";
 import type { KvStore } from "../kv/store";
 import type { SnapshotSaveHeader } from "../protocol";
 import { MAX_SNAPSHOT_SAVES, SNAPSHOT_SAVE_CHUNK_BYTES, SNAPSHOT_SAVE_IDLE_TIMEOUT_MS } from "./limits";
 
-/** Bytes hashed per event-loop turn, so a large state does not stall heartbeats. */
-const HASH_SLICE_BYTES = 4 * 1024 * 1024;
+/**
+ * Bytes encoded, and bytes hashed, per event-loop turn, so a large state does not stall heartbeats
+ * (measured: 12 MB of 2 KB values encoded in one turn blocked a loaded node for 0.8 s, and its
+ * followers elected a new leader).
+ */
+const SLICE_BYTES = 1024 * 1024;
 /** How often a save that finds another snapshot being encoded tries again. */
 const ENCODER_BUSY_RETRY_MS = 10;
 
@@ -73,11 +78,12 @@ export class SnapshotSaves {
           await Bun.sleep(ENCODER_BUSY_RETRY_MS);
           continue;
         }
-        data = await kv.snapshotAsync();
+        const bytesPerKey = kv.stats().approxBytes / Math.max(1, at.keys);
+        data = await kv.snapshotAsync(Math.max(1, Math.floor(SLICE_BYTES / Math.max(1, bytesPerKey))));
       }
       const hash = createHash("sha256");
-      for (let off = 0; off < data.length; off += HASH_SLICE_BYTES) {
-        hash.update(data.subarray(off, off + HASH_SLICE_BYTES));
+      for (let off = 0; off < data.length; off += SLICE_BYTES) {
+        hash.update(data.subarray(off, off + SLICE_BYTES));
         await new Promise<void>((r) => setImmediate(r));
       }
       const save = this.nextSave++;

@@ -8,6 +8,7 @@ import { parseMessage, toWire } from "../raft/wire";
 import type { Message, NodeId, Snapshot } from "../raft/types";
 import type { HelloFrame, RaftFrame, SnapChunkFrame } from "../protocol";
 import type { Logger } from "./log";
+import { unwrapSnapshotData, wrapSnapshotData } from "./membership";
 import type { Transport } from "./runtime";
 import { SnapshotReceiver } from "./snapshot-receiver";
 
@@ -26,17 +27,23 @@ export interface TcpTransportOptions {
 export class TcpTransport implements Transport {
   private readonly links = new Map<number, PeerLink>();
   private readonly incoming: SnapshotReceiver;
+  /** The address each link dials. */
+  private readonly linkAddrs = new Map<number, string>();
+  /** Ids of the peers snapshot chunks are accepted from (updated in place as members change). */
+  private readonly peerIds: number[];
+  private connected = false;
   private closed = false;
 
   constructor(
     private readonly id: NodeId,
-    private readonly nodes: NodeAddr[],
+    private nodes: NodeAddr[],
     private readonly log: Logger,
     private readonly options: TcpTransportOptions,
   ) {
+    this.peerIds = nodes.map((n) => n.id);
     this.incoming = new SnapshotReceiver({
       self: id,
-      peers: nodes.map((n) => n.id),
+      peers: this.peerIds,
       now: () => performance.now(),
       onDrop: (from, reason) => log.warn(`dropped an incomplete snapshot transfer from node ${from}`, { reason }),
     });
@@ -50,8 +57,24 @@ export class TcpTransport implements Transport {
 
   /** Start dialing every peer. */
   connect(): void {
-    for (const peer of this.nodes) {
-      if (peer.id === this.id) continue;
+    this.connected = true;
+    this.setPeers(this.nodes);
+  }
+
+  /** The members changed: dial new ones (or new addresses), hang up on removed ones. */
+  setPeers(nodes: NodeAddr[]): void {
+    this.nodes = nodes;
+    this.peerIds.splice(0, this.peerIds.length, ...nodes.map((n) => n.id));
+    if (!this.connected || this.closed) return;
+    for (const [id, link] of this.links) {
+      const addr = nodes.find((n) => n.id === id);
+      if (addr && `${addr.host}:${addr.port}` === this.linkAddrs.get(id)) continue;
+      link.close();
+      this.links.delete(id);
+      this.linkAddrs.delete(id);
+    }
+    for (const peer of nodes) {
+      if (peer.id === this.id || this.links.has(peer.id)) continue;
       const link = new PeerLink({
         host: peer.host,
         port: peer.port,
@@ -65,6 +88,7 @@ export class TcpTransport implements Transport {
         },
       });
       this.links.set(peer.id, link);
+      this.linkAddrs.set(peer.id, `${peer.host}:${peer.port}`);
     }
   }
 
@@ -84,12 +108,15 @@ export class TcpTransport implements Transport {
 
   /** Stream a snapshot to a follower on its own connection, in chunks, with flow control. */
   async sendSnapshot(peerId: NodeId, term: number, snap: Snapshot, onProgress: () => void): Promise<boolean> {
-    const peer = this.nodes.find((n) => n.id === peerId)!;
+    const peer = this.nodes.find((n) => n.id === peerId);
+    if (!peer) throw new Error(`no address known for node ${peerId}`);
     let conn: FramedConn | null = null;
+    // The configuration travels ahead of the state machine's bytes (see membership.ts).
+    const bytes = wrapSnapshotData(snap);
     try {
       conn = await dialFrames(peer.host, peer.port, { onFrame: () => {}, tls: this.options.tls });
       conn.send(this.options.hello);
-      const total = snap.data.length;
+      const total = bytes.length;
       for (let offset = 0; offset < total || (offset === 0 && total === 0); offset += SNAPSHOT_CHUNK_BYTES) {
         while (conn.queuedBytes > SNAPSHOT_STREAM_WINDOW_BYTES) {
           if (conn.closed || this.closed) throw new Error("connection closed");
@@ -103,7 +130,7 @@ export class TcpTransport implements Transport {
           snapTerm: snap.term,
           offset,
           total,
-          data: snap.data.subarray(offset, Math.min(total, offset + SNAPSHOT_CHUNK_BYTES)),
+          data: bytes.subarray(offset, Math.min(total, offset + SNAPSHOT_CHUNK_BYTES)),
         };
         if (!conn.send(chunk)) throw new Error("send queue full");
         // The previous chunks left the queue: the follower is alive and the transfer not stalled.
@@ -126,7 +153,15 @@ export class TcpTransport implements Transport {
     const done = this.incoming.receive(conn, f);
     onContact(f.from, f.term);
     if (!done) return null;
-    const msg = parseMessage({ type: "snap", from: done.from, to: this.id, term: done.term, snapshot: done.snapshot });
+    let snapshot: { index: number; term: number; data: Uint8Array; config?: unknown };
+    try {
+      // The configuration travels ahead of the state machine's bytes (membership.ts).
+      snapshot = { index: done.snapshot.index, term: done.snapshot.term, ...unwrapSnapshotData(done.snapshot.data) };
+    } catch (err) {
+      this.log.warn("ignored a snapshot with a damaged configuration", { from: done.from, reason: (err as Error).message });
+      return null;
+    }
+    const msg = parseMessage({ type: "snap", from: done.from, to: this.id, term: done.term, snapshot });
     return typeof msg === "string" ? null : msg;
   }
 

@@ -461,7 +461,11 @@ export class Wal {
       const isLast = i === found.length - 1;
       const { validBytes, tornReason } = replaySegment(bytes, file, isLast, replay, segment);
       if (isLast) lastIsLegacy = validBytes > 0 && bytes[8] !== RECORD_SYNC_MARK;
-      const fd = disk.open(file, isLast ? "r+" : "r");
+      // Bytes no sync mark claims may be only in the page cache: after kill -9, or after a failed fsync,
+      // when the kernel marks pages clean that never reached the disk (an fdatasync now would then write
+      // nothing). Write them again so the fdatasync below really puts them on the disk.
+      const claimedEnd = Math.min(segment.claimedSynced, validBytes);
+      const fd = disk.open(file, isLast || claimedEnd < validBytes ? "r+" : "r");
       try {
         if (tornReason !== null) {
           log(
@@ -473,6 +477,7 @@ export class Wal {
           disk.truncate(fd, validBytes);
           segment.size = validBytes;
         }
+        if (claimedEnd < validBytes) disk.write(fd, bytes.subarray(claimedEnd, validBytes), claimedEnd);
         // Recovery may have read data that was only in the page cache (kill -9 before an fdatasync):
         // make it durable before anyone acts on it.
         disk.fdatasync(fd);

@@ -97,6 +97,18 @@ test("requests are counted by operation and result; writes as committed or faile
   expect(sample("raftkv_commit_duration_seconds_count")).toBe(1);
 });
 
+test("snapshot save requests are counted under their own operations", () => {
+  m = new NodeMetrics(gauges);
+  const conn = {};
+  m.requestStarted(conn, { id: 1, op: "snapshotSave" });
+  m.requestStarted(conn, { id: 2, op: "snapshotChunk" });
+  m.requestEnded(conn, 1, "ok");
+  m.requestEnded(conn, 2, "ok");
+  const text = m.render();
+  expect(text).toContain('raftkv_client_requests_total{op="snapshotSave",result="ok"} 1');
+  expect(text).toContain('raftkv_client_requests_total{op="snapshotChunk",result="ok"} 1');
+});
+
 test("round trips are timed only on heartbeats sent while nothing else to the peer is unanswered", () => {
   m = new NodeMetrics(gauges);
   const count = () => Number(m.render().split("\n").find((l) => l.startsWith('raftkv_peer_round_trip_time_seconds_count{peer="1"}'))?.split(" ")[1] ?? 0);

@@ -77,6 +77,22 @@ describe("snapshot saves", () => {
     expect(() => saves.chunk(conn, h.save, 0)).toThrow(/idle/);
   });
 
+  test("encodes and hashes in slices of about 1 MiB, yielding to the event loop between them", async () => {
+    const { saves } = setup(6000, 2000); // about 12 MB
+    let turns = 0;
+    let counting = true;
+    const count = () => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    setImmediate(count);
+    const h = await saves.begin({});
+    counting = false;
+    const slices = Math.ceil(h.size / (1024 * 1024));
+    // Encoding and hashing each give the loop a turn per slice.
+    expect(turns).toBeGreaterThanOrEqual(2 * slices - 2);
+  });
+
   test("waits while the node's own snapshot is being encoded, then captures", async () => {
     const { d, saves } = setup(20_000, 1);
     const own = d.store.snapshotAsync(1000);

@@ -243,9 +243,9 @@ export class Sim {
       opened = node.storage.open(() => {});
     } catch (err) {
       // A full disk or a failing fsync: the node refuses to start; it is tried again later, after a
-      // reboot if an fsync failed (see failStopped).
+      // reboot or on the same page cache, every other time (see failStopped).
       const message = (err as Error).message;
-      if (/EIO/.test(message) && !process.env.RAFTKV_SIM_EIO_KILL9) node.storage.crash(true);
+      if (/EIO/.test(message)) node.storage.crash(node.incarnation % 2 === 0);
       if (/ENOSPC|EIO/.test(message)) return false;
       throw err;
     }
@@ -316,15 +316,14 @@ export class Sim {
 
   /**
    * The runtime stopped itself. A broken core invariant is a bug; a storage failure is the right
-   * response. The machine is then rebooted (its page cache dropped) before the node restarts: after a
-   * failed fsync the page cache holds data the disk never got (with the RAFTKV_SIM_EIO_KILL9 soak the
-   * node restarts on that page cache instead, which the WAL's recovery does not handle yet).
+   * response. The node then restarts, every other time, after a reboot (page cache dropped) or on the same page
+   * cache, which after a failed fsync holds pages marked clean that the disk never got.
    */
   private failStopped(node: SimNode, incarnation: number, reason: string): void {
     if (node.incarnation !== incarnation || !node.rt) return;
     if (!/storage failure/.test(reason)) fail(`node ${node.id} stopped: ${reason}`);
     this.stats.failStops++;
-    this.crash(node, !process.env.RAFTKV_SIM_EIO_KILL9);
+    this.crash(node, node.incarnation % 2 === 0);
   }
 
   leader(): SimNode | undefined {

@@ -330,6 +330,24 @@ describe("async sync and failed syncs", () => {
     }
   });
 
+  test("a restart on the page cache after a failed fsync makes what it recovers durable (no refusal after a later power loss)", () => {
+    const disk = newSimDisk();
+    const { wal } = openSim(disk);
+    wal.append(entries(1, 2, 1));
+    wal.setHardState({ term: 1, vote: 0, commit: 0 });
+    wal.sync();
+    wal.append([entry(3, 1)]);
+    disk.failNextFsync(); // the kernel marks the pages clean: entry 3 is in the page cache only, for good
+    expect(() => wal.sync()).toThrow("EIO");
+    wal.close();
+    disk.crash({ keepPageCache: true }); // the node stops and restarts without a reboot
+    const restarted = recover(disk);
+    expect(restarted.entries.map((e) => e.index)).toEqual([1, 2, 3]);
+    disk.crash({ keepPageCache: false, fate: () => ({ kind: "lost" }) }); // later, the power fails
+    const state = recover(disk); // refused as "corrupt ... synced earlier" before the fix
+    expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3]); // what recovery returned was made durable
+  });
+
   test("a sync that completes after another failed does not report success", async () => {
     const disk = newSimDisk(5, true);
     const opened = openSim(disk);
