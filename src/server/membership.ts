@@ -131,6 +131,14 @@ export function handleMemberRequest(runtime: NodeRuntime, addrs: readonly NodeAd
   if (runtime.role !== "leader") return r.notLeader();
   if (req.action === "list") return r.ok(memberList(runtime, addrs));
   if (!isId(req.node)) return r.fail("BAD_REQUEST", `member ${String(req.action)}: node id must be a non-negative integer, got ${JSON.stringify(req.node)}`);
+  // Retries are idempotent: a client whose first attempt committed but whose answer was lost (the
+  // leader stepped down, as a removed leader does) retries, and finds the change already made.
+  const cfg = runtime.core.membership.config;
+  const already =
+    (req.action === "remove" && !isMember(cfg, req.node)) ||
+    (req.action === "promote" && cfg.voters.includes(req.node)) ||
+    (req.action === "add" && cfg.learners.includes(req.node) && typeof req.addr === "string" && memberAddrs(cfg, addrs).some((a) => a.id === req.node && formatAddr(a) === req.addr));
+  if (already) return r.ok(memberList(runtime, addrs));
   let ch: ConfChange;
   switch (req.action) {
     case "add": {

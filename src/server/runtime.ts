@@ -538,7 +538,11 @@ export class NodeRuntime {
     if (wasLeader && role !== "leader") {
       // Writes we proposed may or may not commit under the next leader; the client retries them
       // with the same sequence number and the session table applies each at most once.
+      // Writes already committed (a leader that committed its own removal steps down before applying
+      // it) are answered when applied, as usual.
+      const commit = this.core.commit;
       for (const [index, p] of this.pendingWrites) {
+        if (index <= commit) continue;
         this.pendingWrites.delete(index);
         this.settle(p.cb, () => p.cb.failed({ code: "LEADERSHIP_LOST", message: `node ${this.id} lost leadership; the write may or may not have been applied: retry it`, leaderHint: true }));
       }
