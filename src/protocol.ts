@@ -3,10 +3,15 @@
 
 import type { Command, KeySelector, RangeRequest, WatchEvent } from "./kv/types";
 
-/** First frame on a peer's outbound connection. */
+/**
+ * First frame on a peer's outbound connection: who it is (node id, its cluster's id, and the incarnation of
+ * its data dir; see storage/identity.ts). Only a connection whose hello was admitted may speak Raft.
+ */
 export interface HelloFrame {
   k: "hello";
   from: number;
+  cluster: string;
+  incarnation: string;
 }
 
 /** A Raft message between peers, in the wire form of raft/wire.ts (appends carry [term, data] pairs). */

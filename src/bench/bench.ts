@@ -7,6 +7,7 @@
 // Progress (~5 lines/s) goes to io.progress if given, else to stderr when stderr is a TTY; never stdout.
 
 import { RaftKvDriver } from "./raftkv-driver";
+import type { TlsMaterial } from "../net/tls";
 import { resolveBenchOptions, type BenchOptions } from "./options";
 import { formatReport } from "./report";
 import { runWorkload, type BenchIO, type BenchReport } from "./runner";
@@ -23,9 +24,10 @@ export { RaftKvDriver } from "./raftkv-driver";
 export { measureFailover } from "./failover";
 export type { FailoverOptions, FailoverResult } from "./failover";
 
-export async function runBench(opts: BenchOptions, io: BenchIO): Promise<BenchReport> {
+/** opts.tls: mutual TLS for a cluster run with certificates. */
+export async function runBench(opts: BenchOptions & { tls?: TlsMaterial }, io: BenchIO): Promise<BenchReport> {
   const resolved = resolveBenchOptions(opts);
-  const driver = new RaftKvDriver({ endpoints: resolved.endpoints, timeoutMs: resolved.timeoutMs, connections: resolved.connections, prefix: resolved.prefix });
+  const driver = new RaftKvDriver({ endpoints: resolved.endpoints, timeoutMs: resolved.timeoutMs, connections: resolved.connections, prefix: resolved.prefix, tls: opts.tls });
   let report: BenchReport;
   try {
     report = await runWorkload(driver, resolved, io);

@@ -4,6 +4,7 @@
 // server session ("lane") of its own, so one client may carry many concurrent writes exactly-once.
 
 import { RaftKvClient } from "../client/client";
+import type { TlsMaterial } from "../net/tls";
 import type { KvDriver } from "./runner";
 
 export interface RaftKvDriverOptions {
@@ -13,6 +14,7 @@ export interface RaftKvDriverOptions {
   connections: number;
   /** Prepended to every key (the workload's keys are "00000042"); cleanup() deletes everything under it. */
   prefix?: string;
+  tls?: TlsMaterial;
 }
 
 export class RaftKvDriver implements KvDriver {
@@ -40,7 +42,7 @@ export class RaftKvDriver implements KvDriver {
   }
 
   private newClient(): RaftKvClient {
-    return new RaftKvClient({ endpoints: this.opts.endpoints, timeoutMs: this.opts.timeoutMs });
+    return new RaftKvClient({ endpoints: this.opts.endpoints, timeoutMs: this.opts.timeoutMs, tls: this.opts.tls });
   }
 
   client(slot: number): RaftKvClient {

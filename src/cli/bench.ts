@@ -2,7 +2,7 @@
 
 import type { CAC } from "cac";
 import { BENCH_DEFAULTS, BenchOptionError, runBench, type BenchOptions } from "../bench/bench";
-import { clientOptions, endpointsFrom, EXIT, isJson, MAX_TIMEOUT_MS, parseDurationMs, run, timeoutMs, UsageError, writeOut, type ClientFlags } from "./common";
+import { clientOptions, clientTls, endpointsFrom, EXIT, isJson, MAX_TIMEOUT_MS, parseDurationMs, run, timeoutMs, UsageError, writeOut, type ClientFlags } from "./common";
 
 export function registerBench(cli: CAC): void {
   clientOptions(cli.command("bench", "Load the cluster and report throughput, latency percentiles and a histogram"))
@@ -41,6 +41,7 @@ export function registerBench(cli: CAC): void {
               rate: flags.rate as number,
               seed: flags.seed as number | undefined,
               endpoints: endpointsFrom(flags),
+              tls: clientTls(flags),
               timeoutMs: timeoutMs(flags),
               json: isJson(flags),
               prefix: String(flags.prefix),

@@ -2,10 +2,12 @@
 
 import type { Command } from "cac";
 import { existsSync, openSync, readFileSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { ConfigError, formatAddr, loadNodesConf } from "../config";
 import { RaftKvClient, RaftKvError } from "../client/client";
 import { MAX_LEASE_TTL_MS } from "../kv/codec";
 import type { KeyValue } from "../kv/types";
+import { CA_FILE, certFilesIn, loadTlsMaterial, TlsError, type TlsFiles, type TlsMaterial } from "../net/tls";
 
 /**
  * Exit codes, documented in the README:
@@ -27,6 +29,38 @@ export interface ClientFlags {
   json?: boolean;
   writeOut?: string;
   timeout?: string;
+  certs?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+/** The certificate files given by --ca/--cert/--key (all three), or by a certs directory and a name. */
+export function tlsFilesFrom(flags: { certs?: string; ca?: string; cert?: string; key?: string }, name: string, defaultDir?: string): TlsFiles | undefined {
+  const given = [flags.ca, flags.cert, flags.key].filter((v) => v !== undefined).length;
+  if (given > 0) {
+    if (given < 3 || flags.certs) throw new UsageError("give --ca, --cert and --key together (or --certs DIR instead)");
+    return { ca: String(flags.ca), cert: String(flags.cert), key: String(flags.key) };
+  }
+  if (flags.certs) return certFilesIn(String(flags.certs), name);
+  if (defaultDir && existsSync(join(defaultDir, CA_FILE))) return certFilesIn(defaultDir, name);
+  return undefined;
+}
+
+/**
+ * TLS for client commands: --certs DIR (DIR/ca.pem, DIR/admin.pem, DIR/admin.key), --ca/--cert/--key,
+ * $RAFTKV_CERTS, or a certs/ directory beside the nodes.conf the endpoints come from.
+ */
+export function clientTls(flags: ClientFlags): TlsMaterial | undefined {
+  const fromConfig = !flags.endpoints && !process.env.RAFTKV_ENDPOINTS ? join(dirname(flags.config ?? "nodes.conf"), "certs") : undefined;
+  const files = tlsFilesFrom({ ...flags, certs: flags.certs ?? process.env.RAFTKV_CERTS }, "admin", fromConfig);
+  if (!files) return undefined;
+  try {
+    return loadTlsMaterial(files);
+  } catch (err) {
+    if (err instanceof TlsError) throw new UsageError(`${err.message} (certificates for TLS: --certs, --ca/--cert/--key or RAFTKV_CERTS)`);
+    throw err;
+  }
 }
 
 /** Output formats of -w. */
@@ -48,7 +82,7 @@ export function endpointsFrom(flags: ClientFlags): string[] {
 }
 
 export function client(flags: ClientFlags): RaftKvClient {
-  return new RaftKvClient({ endpoints: endpointsFrom(flags), timeoutMs: timeoutMs(flags), failFast: true });
+  return new RaftKvClient({ endpoints: endpointsFrom(flags), timeoutMs: timeoutMs(flags), failFast: true, tls: clientTls(flags) });
 }
 
 export function timeoutMs(flags: ClientFlags): number {
@@ -136,6 +170,10 @@ export const clientOptions = (cmd: Command) =>
     .option("-c, --config <file>", "nodes.conf to read endpoints from", { default: "nodes.conf" })
     .option("--timeout <duration>", "Give up after this long, retries included: 5000 (ms), 500ms, 2s, 1m", { default: DEFAULT_TIMEOUT })
     .option("--json", "Machine-readable output (one JSON document, or one per line when streaming); bytes that are not UTF-8 come as base64 with a <name>Encoding field")
+    .option("--certs <dir>", "TLS: the cluster's certs directory (uses ca.pem, admin.pem, admin.key; else $RAFTKV_CERTS)")
+    .option("--ca <file>", "TLS: the cluster CA certificate (with --cert and --key)")
+    .option("--cert <file>", "TLS: this client's certificate")
+    .option("--key <file>", "TLS: this client's private key")
     .option("-w, --write-out <format>", "simple or json (same as --json)");
 
 export function isJson(flags: ClientFlags): boolean {

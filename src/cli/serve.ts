@@ -2,11 +2,13 @@
 
 import type { CAC } from "cac";
 import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { loadNodesConf } from "../config";
+import { CA_FILE, DEFAULT_NET_LIMITS, describeNetLimits, nodeCertName } from "../net";
 import { RaftKvNode, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_ENTRIES } from "../server/node";
 import { isLogLevel } from "../server/log";
 import { formatLimitsHelp } from "../server/limits";
-import { positiveInt, run, UsageError } from "./common";
+import { positiveInt, run, tlsFilesFrom, UsageError } from "./common";
 
 /** Set by `raftkv cluster` for its children: stop when stdin (a pipe from the supervisor) closes. */
 export const EXIT_WITH_STDIN_ENV = "RAFTKV_EXIT_WITH_STDIN";
@@ -50,12 +52,20 @@ export function registerServe(cli: CAC): void {
     .option("--listen-host <host>", "Address to bind (default: the node's address in the config)")
     .option("--log-level <level>", "debug, info, warn or error", { default: "info" })
     .option("--log-format <format>", "text or json", { default: "text" })
-    .option("--http-port <port>", "Also serve the dashboard (/) and GET /health, /status and /metrics (Prometheus) over HTTP on this port")
+    .option("--http-port <port>", "Also serve the dashboard (/) and GET /health, /status and /metrics (Prometheus) over HTTP on this port (HTTPS when TLS is on)")
     .option("--session-ttl <ttl>", "Removed: the session TTL is one cluster-wide setting, changed through the log (raftkv session-ttl)")
+    .option("--certs <dir>", "Mutual TLS with the certificates of `raftkv certs init` (ca.pem, node-<id>.pem/.key); on by default when certs/ sits beside the config")
+    .option("--ca <file>", "TLS: the cluster CA certificate (with --cert and --key, instead of --certs)")
+    .option("--cert <file>", "TLS: this node's certificate")
+    .option("--key <file>", "TLS: this node's private key")
+    .option("--max-connections <n>", "Connections open at once, peers included", { default: DEFAULT_NET_LIMITS.maxConnections })
+    .option("--max-connections-per-address <n>", "Connections open at once from one remote address", { default: DEFAULT_NET_LIMITS.maxConnectionsPerAddress })
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
     .option("--join", "Join a running cluster after `raftkv member add ID HOST:PORT`: [config] lists at least one member and this node; the configuration comes from the cluster")
     .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
     .example("raftkv serve 0 nodes.conf")
+    .example("raftkv serve 0 nodes.conf --certs certs    # mutual TLS; SIGHUP re-reads the certificate files")
+    .example(`\nLimits of the node port (over a limit the client gets a clear error or a logged disconnect):\n${describeNetLimits()}`)
     .action((idText: string, configPath: string | undefined, flags) =>
       run(async () => {
         if (!/^\d+$/.test(String(idText))) throw new UsageError(`node id must be a number, got ${JSON.stringify(idText)}`);
@@ -64,7 +74,10 @@ export function registerServe(cli: CAC): void {
           // A per-node value was part of the apply function: nodes with different values diverged.
           throw new UsageError("--session-ttl was removed: the session TTL is one cluster-wide setting, changed through the log; run `raftkv session-ttl TTL` against the running cluster");
         }
-        const nodes = loadNodesConf(configPath ?? "nodes.conf");
+        const conf = configPath ?? "nodes.conf";
+        const nodes = loadNodesConf(conf);
+        const beside = join(dirname(conf), "certs");
+        const tls = tlsFilesFrom(flags, nodeCertName(id), existsSync(join(beside, CA_FILE)) ? beside : undefined);
         if (!isLogLevel(flags.logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error`);
         if (flags.logFormat !== "text" && flags.logFormat !== "json") throw new UsageError(`--log-format must be text or json`);
         for (const [name, v] of [["--heartbeat-ms", flags.heartbeatMs], ["--election-ms", flags.electionMs], ["--snapshot-entries", flags.snapshotEntries]] as const) {
@@ -91,6 +104,11 @@ export function registerServe(cli: CAC): void {
             listenHost: flags.listenHost,
             groupCommit: flags.groupCommit !== false,
             httpPort: flags.httpPort === undefined ? undefined : positiveInt("--http-port", flags.httpPort),
+            tls,
+            limits: {
+              maxConnections: positiveInt("--max-connections", flags.maxConnections),
+              maxConnectionsPerAddress: positiveInt("--max-connections-per-address", flags.maxConnectionsPerAddress),
+            },
             join: flags.join === true,
           });
         } catch (err) {
@@ -110,6 +128,7 @@ export function registerServe(cli: CAC): void {
             node.stop().finally(resolve);
           };
           process.once("SIGINT", shutdown);
+          process.on("SIGHUP", () => node.reloadTls());
           // SIGTERM on a leader hands leadership over first, so writes pause for a transfer, not an election.
           process.once("SIGTERM", () => {
             node.handOffLeadership().finally(shutdown);

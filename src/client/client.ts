@@ -28,7 +28,7 @@ import type {
   TxnCommand,
   TxnResult,
 } from "../kv/types";
-import { DialError, dialFrames, FrameTooLargeError, type FramedConn } from "../net";
+import { DialError, dialFrames, FrameTooLargeError, RefusedError, TlsError, type FramedConn, type TlsMaterial } from "../net";
 import type { ClientOp, LeaseStatus, MemberList, NodeStatus, ResponseFrame, SnapshotSaveHeader } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
@@ -54,6 +54,8 @@ export interface ClientOptions {
    * leaves it off (the error then comes at the deadline, with the same code and message).
    */
   failFast?: boolean;
+  /** Mutual TLS: the cluster CA and this client's certificate and key (PEM), for a cluster run with --certs. */
+  tls?: TlsMaterial;
 }
 
 /**
@@ -118,6 +120,7 @@ export class RaftKvClient {
   readonly timeoutMs: number;
   readonly clientId: string;
   readonly failFast: boolean;
+  private readonly tls: TlsMaterial | undefined;
   private readonly freeLanes: { id: string; seq: number }[] = [];
   private nextId = 1;
   private leader: string | null = null;
@@ -132,6 +135,7 @@ export class RaftKvClient {
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new RaftKvError("BAD_REQUEST", `timeoutMs must be a positive number of ms, got ${opts.timeoutMs}`);
     this.failFast = opts.failFast ?? false;
     this.clientId = opts.clientId ?? crypto.randomUUID();
+    this.tls = opts.tls;
     if (this.clientId.length > 100) throw new RaftKvError("BAD_REQUEST", "clientId must be at most 100 characters");
   }
 
@@ -249,7 +253,7 @@ export class RaftKvClient {
    */
   watch(key: Bytes, opts: WatchOptions & { prefix?: boolean; rangeEnd?: Bytes } = {}): Watch {
     const selector = { key: toBytes(key), ...(opts.prefix ? { prefix: true } : {}), ...(opts.rangeEnd ? { rangeEnd: toBytes(opts.rangeEnd) } : {}) };
-    return new Watch(this.endpoints, selector, opts);
+    return new Watch(this.endpoints, selector, opts, this.tls);
   }
 
   /** The members as the leader sees them: voters, learners, each one's match index and lag. */
@@ -322,22 +326,32 @@ export class RaftKvClient {
   async status(endpoint: string): Promise<NodeStatus> {
     const addr = formatAddr(parseEndpoint(endpoint));
     const deadline = Date.now() + this.timeoutMs;
-    const res = await this.attempt(addr, { op: "status" }, deadline);
+    let res: ResponseFrame;
+    try {
+      res = await this.attempt(addr, { op: "status" }, deadline);
+    } catch (err) {
+      throw err instanceof TlsError ? new RaftKvError("TLS", err.message) : err;
+    }
     if (!res.ok) throw new RaftKvError(res.code, res.message);
     return res.result as NodeStatus;
   }
 
   /** Status of every endpoint; unreachable ones are reported with the error. */
   async statusAll(): Promise<{ endpoint: string; status?: NodeStatus; error?: string }[]> {
-    return Promise.all(
+    let tlsFailure: RaftKvError | undefined;
+    const rows = await Promise.all(
       this.endpoints.map(async (endpoint) => {
         try {
           return { endpoint, status: await this.status(endpoint) };
         } catch (err) {
+          if (err instanceof RaftKvError && err.code === "TLS") tlsFailure = err;
           return { endpoint, error: (err as Error).message };
         }
       }),
     );
+    // No node answered and TLS is why: that is this client's configuration, not an outage.
+    if (tlsFailure && !rows.some((r) => r.status)) throw tlsFailure;
+    return rows;
   }
 
   close(): void {
@@ -420,6 +434,8 @@ export class RaftKvClient {
       try {
         res = await this.attempt(target, op, deadline, attemptMs);
       } catch (err) {
+        // A TLS or certificate problem is this client's configuration, not an outage: no retry.
+        if (err instanceof TlsError) throw new RaftKvError("TLS", err.message);
         if (err instanceof RaftKvError) throw err; // refused before it was sent: never retried
         if (attempts) attempts.uncertain = true;
         if (this.leader === target) this.leader = null;
@@ -515,7 +531,7 @@ export class RaftKvClient {
     if (existing) return existing;
     const { host, port } = parseEndpoint(addr);
     const pending: Conn["pending"] = new Map();
-    let foreign: ForeignServerError | undefined;
+    let failure: Error | undefined; // why the connection ended, when the other end said (TLS, refusal)
     const p = dialFrames(
       host,
       port,
@@ -528,13 +544,16 @@ export class RaftKvClient {
           waiter.resolve(res);
         },
         onError: (_conn, err) => {
-          foreign = new ForeignServerError(`it sent bytes that are not a raftkv frame: ${err.message}`);
+          // TLS problems and refusals (src/net: a `refused` frame) say what happened; other bad bytes
+          // mean the other end is not a raftkv node.
+          failure = err instanceof TlsError || err instanceof RefusedError ? err : new ForeignServerError(`it sent bytes that are not a raftkv frame: ${err.message}`);
         },
         onClose: () => {
           this.conns.delete(addr);
-          for (const w of pending.values()) w.reject(foreign ?? new Error("connection lost"));
+          for (const w of pending.values()) w.reject(failure ?? new Error("connection lost"));
           pending.clear();
         },
+        tls: this.tls,
       },
       timeoutMs,
     ).then(

@@ -4,7 +4,7 @@
 
 import { parseEndpoint } from "../config";
 import type { KeySelector, WatchEvent } from "../kv/types";
-import { dialFrames, type FramedConn } from "../net";
+import { dialFrames, TlsError, type FramedConn, type TlsMaterial } from "../net";
 import type { EventFrame } from "../protocol";
 import { RaftKvError } from "./errors";
 
@@ -32,6 +32,7 @@ export class Watch implements AsyncIterable<WatchEvent> {
     private readonly endpoints: string[],
     private readonly selector: KeySelector,
     opts: WatchOptions = {},
+    private readonly tls?: TlsMaterial,
   ) {
     this.nextFrom = opts.fromRevision ?? 0;
     this.prevKv = opts.prevKv === true;
@@ -109,14 +110,18 @@ export class Watch implements AsyncIterable<WatchEvent> {
           this.nextFrom = f.revision + 1;
           this.wake();
         },
+        onError: (_c, err) => {
+          if (err instanceof TlsError) reject(new RaftKvError("TLS", err.message));
+        },
         onClose: () => resolve(),
+        tls: this.tls,
       }).then(
         (conn) => {
           this.conn = conn;
           if (this.closed) return conn.close();
           conn.send({ k: "req", id: 1, op: "watch", selector: this.selector, fromRevision: this.nextFrom, ...(this.prevKv ? { prevKv: true } : {}) });
         },
-        () => resolve(),
+        (err: Error) => (err instanceof TlsError ? reject(new RaftKvError("TLS", err.message)) : resolve()),
       );
     });
   }

@@ -3,7 +3,8 @@
 // Bun's socket.write() does not buffer: it returns how many bytes the kernel took (-1 once the socket is
 // closed). What it did not take is kept here, in order, and written from the socket's drain handler.
 
-import { FrameDecoder, FrameError, MAX_FRAME_BYTES, encodeFrame } from "./framing";
+import { ByteBudget, FrameDecoder, FrameError, MAX_FRAME_BYTES, encodeFrame } from "./framing";
+import { looksLikeTls, TlsError, type CertIdentity } from "./tls";
 
 /** Default cap on bytes waiting in a connection's send queue; over it send() drops the frame. */
 export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
@@ -21,6 +22,9 @@ export interface FrameSocket {
   terminate(): void;
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** Stop and restart reading (Bun sockets have both); used to hold off a slow reader's requests. */
+  pause?(): void;
+  resume?(): void;
 }
 
 export interface FramedConnHandlers {
@@ -37,6 +41,22 @@ export interface FramedConnOptions {
   maxFrameBytes?: number;
   /** Send-queue cap. Default DEFAULT_MAX_QUEUED_BYTES. */
   maxQueuedBytes?: number;
+  /**
+   * Treat the other end as a client that may not read its replies (server side). Over pauseAtBytes
+   * queued, stop reading its requests until the queue drains to half of that; when a frame would take
+   * the queue over disconnectAtBytes, or take `total` (shared by all connections) over its limit,
+   * disconnect (onError gets a SlowReaderError). Replaces maxQueuedBytes.
+   */
+  slowReader?: { pauseAtBytes: number; disconnectAtBytes: number; total?: ByteBudget };
+  /** Buffers for partially received frames are charged to this shared budget (see FrameDecoder). */
+  partialFrames?: ByteBudget;
+  /** The verified certificate of the other end (mutual TLS), if any. */
+  certificate?: CertIdentity;
+}
+
+/** The other end does not read what it is sent; it was disconnected. */
+export class SlowReaderError extends Error {
+  override name = "SlowReaderError";
 }
 
 function reportHandlerFailure(what: string, err: unknown): void {
@@ -50,8 +70,18 @@ export class FramedConn {
   /** Address of the other end as seen when the connection was set up. */
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** The verified certificate of the other end (mutual TLS); undefined in plaintext. */
+  readonly certificate: CertIdentity | undefined;
+  /** performance.now() when the connection was set up. */
+  readonly openedAt = performance.now();
+  /** Set by the node once a hello identified the other end as this peer. */
+  peerId: number | null = null;
 
   private readonly decoder: FrameDecoder;
+  private readonly slowReader: FramedConnOptions["slowReader"];
+  private framesReceived = 0;
+  /** performance.now() when reading was paused for a slow reader; 0 while reading. */
+  private readingPausedAt = 0;
   private readonly sendQueue: Uint8Array[] = [];
   private sendQueueHead = 0;
   private sendQueueBytes = 0;
@@ -68,9 +98,34 @@ export class FramedConn {
   ) {
     this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES;
     this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
-    this.decoder = new FrameDecoder(this.maxFrameBytes);
+    this.decoder = new FrameDecoder(this.maxFrameBytes, options.partialFrames ?? null);
+    this.slowReader = options.slowReader;
+    this.certificate = options.certificate;
     this.remoteAddress = socket.remoteAddress;
     this.remotePort = socket.remotePort;
+  }
+
+  /**
+   * Since when (performance.now()) this connection has owed a complete frame: its opening while no
+   * frame has arrived yet, or the first byte of a frame still incomplete. 0 when it owes none.
+   */
+  get awaitingFrameSince(): number {
+    return this.framesReceived === 0 ? this.openedAt : this.decoder.partialFrameSince;
+  }
+
+  /** Bytes of the frame being received that are buffered here. */
+  get partialFrameBytes(): number {
+    return this.decoder.bufferedBytes;
+  }
+
+  /** Frames of this connection no longer count against the shared partial-frame budget (a peer). */
+  exemptFromPartialFrameBudget(): void {
+    this.decoder.leaveBudget();
+  }
+
+  /** "address:port" of the other end. */
+  get remote(): string {
+    return this.describePeer();
   }
 
   /** Bytes accepted by send() that the socket has not taken yet. */
@@ -98,8 +153,8 @@ export class FramedConn {
     if (this.isClosed) return false;
     const frame = encodeFrame(value, this.maxFrameBytes);
     if (this.sendQueueBytes > 0) {
-      if (this.sendQueueBytes + frame.length > this.maxQueuedBytes) return false;
-      this.enqueue(frame);
+      if (!this.slowReader && this.sendQueueBytes + frame.length > this.maxQueuedBytes) return false;
+      if (!this.enqueue(frame)) return false;
       this.bytesSent += frame.length;
       return true;
     }
@@ -109,7 +164,7 @@ export class FramedConn {
       return false;
     }
     this.bytesSent += frame.length;
-    if (written < frame.length) this.enqueue(written === 0 ? frame : frame.subarray(written));
+    if (written < frame.length) return this.enqueue(written === 0 ? frame : frame.subarray(written));
     return true;
   }
 
@@ -118,13 +173,26 @@ export class FramedConn {
     this.shutDown(reason, false);
   }
 
+  /** Closes the connection at once because of err, which onError receives. Idempotent. */
+  abort(err: Error): void {
+    this.fail(err, err.message);
+  }
+
   /** @internal Socket data handler: raw chunk from the peer. */
   receive(chunk: Uint8Array): void {
     if (this.isClosed) return;
     this.bytesReceived += chunk.length;
     let values: unknown[];
     try {
+      if (this.framesReceived === 0 && this.decoder.bufferedBytes === 0 && looksLikeTls(chunk)) {
+        throw new TlsError(
+          chunk[0] === 0x16
+            ? `${this.describePeer()} speaks TLS but this end does not (give both ends the same TLS settings: --certs)`
+            : `${this.describePeer()} requires TLS and certificates (this connection was plaintext): use --certs DIR, or --ca/--cert/--key, or RAFTKV_CERTS`,
+        );
+      }
       values = this.decoder.push(chunk);
+      this.framesReceived += values.length;
     } catch (err) {
       const error = err instanceof Error ? err : new FrameError(String(err));
       this.fail(error, `bad frame from ${this.describePeer()}: ${error.message}`);
@@ -157,15 +225,18 @@ export class FramedConn {
         return;
       }
       this.sendQueueBytes -= written;
+      this.slowReader?.total?.give(written);
       if (written < chunk.length) {
         if (written > 0) queue[this.sendQueueHead] = chunk.subarray(written);
         this.compactQueue();
+        this.resumeReadingIfDrained();
         return;
       }
       queue[this.sendQueueHead++] = WRITTEN;
     }
     queue.length = 0;
     this.sendQueueHead = 0;
+    this.resumeReadingIfDrained();
   }
 
   /** @internal Socket close handler: the socket is gone (peer closed, reset, or our own close). */
@@ -177,9 +248,43 @@ export class FramedConn {
     return `${this.remoteAddress}:${this.remotePort}`;
   }
 
-  private enqueue(bytes: Uint8Array): void {
+  /** Queues bytes the socket did not take; false when a slow reader was disconnected instead. */
+  private enqueue(bytes: Uint8Array): boolean {
+    const limits = this.slowReader;
+    if (limits) {
+      let refusal = "";
+      if (this.sendQueueBytes + bytes.length > limits.disconnectAtBytes) {
+        refusal = `it does not read its replies: ${this.sendQueueBytes + bytes.length} bytes would be queued, over the ${limits.disconnectAtBytes}-byte limit per connection`;
+      } else if (limits.total && !limits.total.take(bytes.length)) {
+        refusal = `bytes queued for slow readers would exceed the node's ${limits.total.limitBytes}-byte limit`;
+      }
+      if (refusal) {
+        this.fail(new SlowReaderError(`disconnected ${this.describePeer()}: ${refusal}`), `slow reader: ${refusal}`);
+        return false;
+      }
+    }
     this.sendQueue.push(bytes);
     this.sendQueueBytes += bytes.length;
+    if (limits && !this.readingPausedAt && this.sendQueueBytes > limits.pauseAtBytes && this.socket.pause) {
+      this.readingPausedAt = performance.now();
+      this.socket.pause();
+    }
+    return true;
+  }
+
+  private resumeReadingIfDrained(): void {
+    if (this.readingPausedAt && this.sendQueueBytes <= this.slowReader!.pauseAtBytes / 2) {
+      this.readingPausedAt = 0;
+      this.socket.resume?.();
+    }
+  }
+
+  /** Disconnects a slow reader whose reading has been paused since before `since` (it is not draining). */
+  dropIfPausedSince(since: number): boolean {
+    if (!this.readingPausedAt || this.readingPausedAt > since) return false;
+    const why = `it has not read its replies for ${Math.round(performance.now() - this.readingPausedAt)} ms (${this.sendQueueBytes} bytes queued)`;
+    this.fail(new SlowReaderError(`disconnected ${this.describePeer()}: ${why}`), `slow reader: ${why}`);
+    return true;
   }
 
   /** Merges the small frames at the head of the queue into one buffer of up to COALESCE_WRITE_BYTES. */
@@ -221,6 +326,8 @@ export class FramedConn {
     if (this.isClosed) return;
     this.isClosed = true;
     this.reasonClosed = reason;
+    this.slowReader?.total?.give(this.sendQueueBytes);
+    this.decoder.releaseBudget();
     this.sendQueue.length = 0;
     this.sendQueueHead = 0;
     this.sendQueueBytes = 0;

@@ -30,6 +30,30 @@ export const FRAME_HEADER_BYTES = 4;
 /** First allocation for a payload that arrives in pieces; grows by doubling up to the frame's length. */
 const INITIAL_PAYLOAD_CAPACITY = 64 * 1024;
 
+/**
+ * A shared allowance of bytes, e.g. for partially received frames across every connection of a node.
+ * take() refuses (returns false) what would go over the limit; give() returns bytes.
+ */
+export class ByteBudget {
+  private usedBytes = 0;
+
+  constructor(readonly limitBytes: number) {}
+
+  get used(): number {
+    return this.usedBytes;
+  }
+
+  take(bytes: number): boolean {
+    if (this.usedBytes + bytes > this.limitBytes) return false;
+    this.usedBytes += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.usedBytes = Math.max(0, this.usedBytes - bytes);
+  }
+}
+
 /** Incoming bytes that cannot be a valid frame: oversized length header or malformed CBOR. */
 export class FrameError extends Error {
   override name = "FrameError";
@@ -98,8 +122,36 @@ export class FrameDecoder {
   private pendingPayload: Uint8Array | null = null;
   private pendingPayloadLength = 0;
   private failure: FrameError | null = null;
+  /** Bytes of the pending payload buffer taken from the budget. */
+  private budgetHeld = 0;
+  /** performance.now() when the first byte of the pending (incomplete) frame arrived; 0 when none. */
+  private pendingSince = 0;
 
-  constructor(readonly maxFrameBytes: number = MAX_FRAME_BYTES) {}
+  /**
+   * budget: when given, buffers for frames that straddle chunks are allocated from it, and a frame
+   * whose buffer it refuses fails the stream (FrameError).
+   */
+  constructor(
+    readonly maxFrameBytes: number = MAX_FRAME_BYTES,
+    private budget: ByteBudget | null = null,
+  ) {}
+
+  /** When the oldest byte of an incomplete frame arrived (performance.now()), or 0 if none is pending. */
+  get partialFrameSince(): number {
+    return this.pendingSince;
+  }
+
+  /** Stops charging the budget (a trusted peer); what the pending frame holds is given back. */
+  leaveBudget(): void {
+    this.releaseBudget();
+    this.budget = null;
+  }
+
+  /** Gives back what the pending frame holds from the budget (call when the connection closes). */
+  releaseBudget(): void {
+    if (this.budgetHeld) this.budget?.give(this.budgetHeld);
+    this.budgetHeld = 0;
+  }
 
   /** Bytes received that belong to a frame not yet complete. */
   get bufferedBytes(): number {
@@ -121,6 +173,8 @@ export class FrameDecoder {
         this.headerLength = 0;
         this.pendingPayload = null;
         this.pendingPayloadLength = 0;
+        this.pendingSince = 0;
+        this.releaseBudget();
         values.push(this.decodePayload(payload.subarray(0, frameBytes)));
       }
       const end = chunk.length;
@@ -136,6 +190,7 @@ export class FrameDecoder {
     } catch (err) {
       this.failure = err instanceof FrameError ? err : new FrameError(describeError(err), { cause: err });
       this.pendingPayload = null;
+      this.releaseBudget();
       throw this.failure;
     }
     return values;
@@ -143,6 +198,7 @@ export class FrameDecoder {
 
   /** Copies bytes of the pending (incomplete) frame out of chunk from position; returns the new position. */
   private accumulate(chunk: Uint8Array, position: number): number {
+    if (this.pendingSince === 0 && position < chunk.length) this.pendingSince = performance.now();
     while (this.headerLength < FRAME_HEADER_BYTES && position < chunk.length) {
       this.header[this.headerLength++] = chunk[position++]!;
     }
@@ -151,7 +207,7 @@ export class FrameDecoder {
       const frameBytes = readUint32BE(this.header, 0);
       this.checkFrameBytes(frameBytes);
       this.pendingFrameBytes = frameBytes;
-      this.pendingPayload = new Uint8Array(Math.min(frameBytes, INITIAL_PAYLOAD_CAPACITY));
+      this.pendingPayload = this.allocate(Math.min(frameBytes, INITIAL_PAYLOAD_CAPACITY));
       this.pendingPayloadLength = 0;
     }
     const take = Math.min(this.pendingFrameBytes - this.pendingPayloadLength, chunk.length - position);
@@ -159,7 +215,7 @@ export class FrameDecoder {
       const needed = this.pendingPayloadLength + take;
       let payload = this.pendingPayload;
       if (needed > payload.length) {
-        const grown = new Uint8Array(Math.min(this.pendingFrameBytes, Math.max(needed, payload.length * 2)));
+        const grown = this.allocate(Math.min(this.pendingFrameBytes, Math.max(needed, payload.length * 2)));
         grown.set(payload.subarray(0, this.pendingPayloadLength));
         payload = this.pendingPayload = grown;
       }
@@ -167,6 +223,23 @@ export class FrameDecoder {
       this.pendingPayloadLength = needed;
     }
     return position + take;
+  }
+
+  /** A buffer for the pending payload, charged to the budget (the one it replaces is given back). */
+  private allocate(bytes: number): Uint8Array {
+    if (this.budget) {
+      const old = this.budgetHeld;
+      this.budget.give(old);
+      this.budgetHeld = 0;
+      if (!this.budget.take(bytes)) {
+        throw new FrameError(
+          `partially received frames would hold more than ${this.budget.limitBytes} bytes across all connections ` +
+            `(this frame announces ${this.pendingFrameBytes} bytes); connection closed`,
+        );
+      }
+      this.budgetHeld = bytes;
+    }
+    return new Uint8Array(bytes);
   }
 
   private checkFrameBytes(frameBytes: number): void {

@@ -4,17 +4,26 @@ export {
   FrameError,
   FrameTooLargeError,
   FrameDecoder,
+  ByteBudget,
   encodeFrame,
 } from "./framing";
 export {
   DEFAULT_MAX_QUEUED_BYTES,
   FramedConn,
+  SlowReaderError,
   type FrameSocket,
   type FramedConnHandlers,
   type FramedConnOptions,
 } from "./conn";
-export { listenFrames, type FrameListener, type ListenFramesOptions } from "./listener";
-export { DEFAULT_DIAL_TIMEOUT_MS, DialError, dialFrames, type DialHandlers } from "./dial";
+export { connectionsWithinFileLimit, DEFAULT_NET_LIMITS, describeNetLimits, type NetLimits } from "./limits";
+export {
+  listenFrames,
+  type FrameListener,
+  type ListenFramesOptions,
+  type RefusedFrame,
+} from "./listener";
+export * from "./tls";
+export { DEFAULT_DIAL_TIMEOUT_MS, DialError, RefusedError, dialFrames, type DialHandlers } from "./dial";
 export {
   PEER_DIAL_TIMEOUT_MS,
   PEER_MAX_BACKOFF_MS,

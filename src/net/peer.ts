@@ -2,6 +2,7 @@
 
 import { DEFAULT_MAX_QUEUED_BYTES, type FramedConn } from "./conn";
 import { dialFrames } from "./dial";
+import type { TlsMaterial } from "./tls";
 
 export const PEER_MIN_BACKOFF_MS = 50;
 export const PEER_MAX_BACKOFF_MS = 1000;
@@ -26,6 +27,8 @@ export interface PeerLinkOptions {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   dialTimeoutMs?: number;
+  /** Mutual TLS with this node's certificate (see dialFrames); replace it with setTls(). */
+  tls?: TlsMaterial;
 }
 
 /**
@@ -45,6 +48,7 @@ export class PeerLink {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private isClosed = false;
   private connectCount = 0;
+  private tls: TlsMaterial | undefined;
   /** Bytes sent on the connections closed so far. */
   private bytesSentBefore = 0;
 
@@ -54,6 +58,7 @@ export class PeerLink {
     this.minBackoffMs = options.minBackoffMs ?? PEER_MIN_BACKOFF_MS;
     this.maxBackoffMs = options.maxBackoffMs ?? PEER_MAX_BACKOFF_MS;
     this.backoffMs = this.minBackoffMs;
+    this.tls = options.tls;
     this.dial();
   }
 
@@ -91,6 +96,11 @@ export class PeerLink {
     return conn.send(value);
   }
 
+  /** TLS material for the next connections (certificate rotation); the current one is kept. */
+  setTls(tls: TlsMaterial): void {
+    this.tls = tls;
+  }
+
   /** Closes the connection and stops reconnecting; clears every timer. Idempotent. */
   close(): void {
     if (this.isClosed) return;
@@ -121,6 +131,7 @@ export class PeerLink {
         },
         maxQueuedBytes: this.options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES,
         maxFrameBytes: this.options.maxFrameBytes,
+        tls: this.tls,
       },
       this.options.dialTimeoutMs ?? PEER_DIAL_TIMEOUT_MS,
     ).then(

@@ -4,8 +4,11 @@
 //   GET /health        200 {"ok":true,...} when this node knows a leader, 503 otherwise
 //   GET /status        the same JSON as `raftkv status --json` gives for this node
 //   GET /metrics       Prometheus text format
+// With TLS (serve --certs) this is HTTPS with the node's certificate and asks for no client certificate:
+// monitoring reads these pages without one (they show the cluster's state, never keys or values).
 
 import type { NodeAddr } from "../config";
+import type { TlsMaterial } from "../net/tls";
 import type { NodeStatus } from "../protocol";
 import { ClusterView } from "./dashboard/cluster";
 // Imported as text, the dashboard's files are compiled into the binary: no files to ship, no CDN.
@@ -16,6 +19,8 @@ import type { NodeMetrics } from "./metrics";
 
 export interface HttpEndpoints {
   port: number;
+  /** HTTPS with a new certificate (rotation): the listening socket is replaced on the same port. */
+  reloadTls(tls: TlsMaterial): void;
   stop(): void;
 }
 
@@ -24,6 +29,8 @@ export interface HttpSource {
   nodes: readonly NodeAddr[];
   status(): NodeStatus;
   metrics: NodeMetrics;
+  /** The node's TLS material, if TLS is on: HTTPS, and the dashboard's connections to the other nodes. */
+  tls(): TlsMaterial | undefined;
 }
 
 const ASSETS: Record<string, { body: string; type: string }> = {
@@ -34,10 +41,11 @@ const ASSETS: Record<string, { body: string; type: string }> = {
 };
 
 export function serveHttp(hostname: string, port: number, node: HttpSource): HttpEndpoints {
-  const cluster = new ClusterView(node.self, node.nodes, () => node.metrics.stats());
-  const server = Bun.serve({
+  const cluster = new ClusterView(node.self, node.nodes, () => node.metrics.stats(), () => node.tls());
+  const serve = (at: number, tls: TlsMaterial | undefined) => Bun.serve({
     hostname,
-    port,
+    port: at,
+    ...(tls ? { tls: { cert: tls.cert, key: tls.key } } : {}),
     async fetch(req) {
       const path = new URL(req.url).pathname;
       if (req.method !== "GET") return new Response("only GET\n", { status: 405 });
@@ -60,8 +68,14 @@ export function serveHttp(hostname: string, port: number, node: HttpSource): Htt
       }
     },
   });
+  let server = serve(port, node.tls());
+  const boundPort = server.port ?? port;
   return {
-    port: server.port ?? port,
+    port: boundPort,
+    reloadTls(tls) {
+      server.stop(false);
+      server = serve(boundPort, tls);
+    },
     stop: () => {
       cluster.close();
       server.stop(true);

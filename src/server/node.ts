@@ -2,13 +2,15 @@
 // snapshot files in the data directory, TCP peers and clients, and optional HTTP.
 
 import { formatAddr, type NodeAddr } from "../config";
-import { listenFrames, type FramedConn, type FrameListener } from "../net";
+import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
+import { clusterIdOf, KnownPeers, loadOrCreateIdentity } from "../storage/identity";
 import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
 import { ClientService } from "./clients";
+import { ConnectionGate, REFUSED_INCARNATION } from "./gate";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
 import { bestTransferTarget, dropBootstrapConfig, memberAddrs, unwrapSnapshot, wrapSnapshotData } from "./membership";
@@ -34,6 +36,10 @@ export interface NodeOptions {
   groupCommit?: boolean;
   /** Serve /health, /status and /metrics over HTTP on this port (0 or absent: no HTTP). */
   httpPort?: number;
+  /** Mutual TLS on the node port (and HTTPS on the HTTP port) with these files; re-read by reloadTls(). */
+  tls?: TlsFiles;
+  /** Connection limits of the node port (src/net/limits.ts); defaults DEFAULT_NET_LIMITS. */
+  limits?: Partial<NetLimits>;
   /**
    * Join an existing cluster (after `raftkv member add`): start with no configuration and learn it
    * from the leader. `nodes` then only says where to find members and this node's own address.
@@ -63,7 +69,8 @@ export const realClock: Clock = {
 export class RaftKvNode {
   readonly id: number;
   readonly self: NodeAddr;
-  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort" | "join">> & { listenHost?: string; httpPort?: number; join?: boolean };
+  private readonly opts: Required<Omit<NodeOptions, "listenHost" | "httpPort" | "join" | "tls" | "limits">> &
+    Pick<NodeOptions, "listenHost" | "httpPort" | "join" | "tls" | "limits">;
   /** Every known node's address: the members' (from the configuration) and nodes.conf's. Updated in place. */
   private readonly addrs: NodeAddr[];
   private http: HttpEndpoints | null = null;
@@ -76,6 +83,8 @@ export class RaftKvNode {
   private wal!: Wal;
   private lock!: DataDirLock;
   private listener: FrameListener | null = null;
+  private gate!: ConnectionGate;
+  private tls: TlsMaterial | undefined;
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
   private readonly startedAt = Date.now();
@@ -123,12 +132,37 @@ export class RaftKvNode {
   async start(): Promise<void> {
     this.lock = lockDataDir(this.opts.dataDir);
     try {
+      const { identity, created } = loadOrCreateIdentity(this.opts.dataDir, { clusterId: clusterIdOf(this.opts.nodes), nodeId: this.id });
+      if (created) this.log.info("recorded this node's identity in its data dir", { ...identity });
+      const gateOptions = {
+        isMember: (id: number) => this.addrs.some((a) => a.id === id),
+        bootstrapIds: this.opts.join ? [] : this.opts.nodes.map((n) => n.id),
+        joining: this.opts.join === true,
+      };
+      this.gate = new ConnectionGate(identity, gateOptions, new KnownPeers(this.opts.dataDir), this.log);
+      this.tls = this.opts.tls && loadTlsMaterial(this.opts.tls);
       this.recover();
+      const limits = { ...DEFAULT_NET_LIMITS, ...this.opts.limits };
+      limits.maxConnections = connectionsWithinFileLimit(limits.maxConnections);
+      const listenHost = this.opts.listenHost ?? this.self.host;
       this.listener = listenFrames({
-        hostname: this.opts.listenHost ?? this.self.host,
+        hostname: listenHost,
         port: this.self.port,
+        tls: this.tls,
+        ...limits,
+        partialFrames: new ByteBudget(limits.maxPartialFrameBytes),
+        slowReader: {
+          pauseAtBytes: limits.slowReaderPauseBytes,
+          disconnectAtBytes: limits.slowReaderDisconnectBytes,
+          total: new ByteBudget(limits.maxQueuedBytesTotal),
+        },
         onFrame: (conn, value) => this.onFrame(conn, value),
-        onError: (conn, err) => this.log.warn("closed a connection that sent bad data", { remote: conn.remoteAddress, reason: err.message }),
+        onError: (conn, err) =>
+          this.log.warn(err instanceof SlowReaderError ? "disconnected a client that does not read its replies" : "closed a connection that sent bad data", {
+            remote: conn.remote,
+            reason: err.message,
+          }),
+        onRefused: (remote, reason) => this.log.warn("refused a connection", { remote, reason }),
         onClose: (conn) => {
           this.watches.dropConn(conn);
           this.clients.dropConn(conn);
@@ -136,7 +170,13 @@ export class RaftKvNode {
         },
       });
       if (this.opts.httpPort) {
-        this.http = serveHttp(this.opts.listenHost ?? this.self.host, this.opts.httpPort, { self: this.id, nodes: this.addrs, status: () => this.status(), metrics: this.metrics });
+        this.http = serveHttp(listenHost, this.opts.httpPort, { self: this.id, nodes: this.addrs, status: () => this.status(), metrics: this.metrics, tls: () => this.tls });
+      }
+      if (!this.tls && !isLoopback(listenHost)) {
+        this.log.warn(
+          `listening on ${listenHost} without TLS: anyone who can reach port ${this.self.port} can read and write data; ` +
+            "turn TLS on with `raftkv certs init nodes.conf` and `raftkv serve ... --certs certs` (or a certs/ directory beside nodes.conf)",
+        );
       }
     } catch (err) {
       this.listener?.stop();
@@ -157,6 +197,7 @@ export class RaftKvNode {
       addr: formatAddr(this.self),
       dataDir: this.opts.dataDir,
       peers: this.opts.nodes.length - 1,
+      tls: this.tls ? "on" : "off",
       heartbeatMs: this.opts.heartbeatMs,
       electionMs: this.opts.electionMs,
       version: VERSION,
@@ -172,7 +213,11 @@ export class RaftKvNode {
     // A snapshot file may carry the configuration ahead of the state machine's bytes (membership.ts).
     const state = { ...opened.state, snapshot: opened.state.snapshot && unwrapSnapshot(opened.state.snapshot) };
     this.wal = wal;
-    this.transport = new TcpTransport(this.id, this.opts.nodes, this.log);
+    this.transport = new TcpTransport(this.id, this.opts.nodes, this.log, {
+      hello: this.gate.hello(),
+      tls: this.tls,
+      onRefused: (peer, err) => this.refusedByPeer(peer, err),
+    });
     const forStorage = (snap: Snapshot) => ({ index: snap.index, term: snap.term, data: wrapSnapshotData(dropBootstrapConfig(snap, this.opts.nodes)) });
     this.runtime = new NodeRuntime(
       {
@@ -243,6 +288,30 @@ export class RaftKvNode {
     this.log.info("stopped");
   }
 
+  /** SIGHUP: re-read the certificate files; connections made from now on use them. */
+  reloadTls(): void {
+    if (!this.opts.tls || this.stopped) return;
+    try {
+      this.tls = loadTlsMaterial(this.opts.tls);
+      this.listener?.reloadTls(this.tls);
+      this.transport.setTls(this.tls);
+      this.http?.reloadTls(this.tls);
+      this.log.info("reloaded TLS certificates", { cert: this.opts.tls.cert });
+    } catch (err) {
+      this.log.error("could not reload TLS certificates; keeping the old ones", { reason: (err as Error).message });
+    }
+  }
+
+  /** A peer refused our connection. One that knows another incarnation of this node is final. */
+  private refusedByPeer(peer: number, err: RefusedError): void {
+    if (err.code !== REFUSED_INCARNATION) {
+      this.log.error("a peer refused this node's connection", { peer, reason: err.message });
+      return;
+    }
+    this.log.error(`refusing to run: ${err.message}`, { peer });
+    process.exit(2);
+  }
+
   /**
    * A leader about to stop hands leadership to the most up-to-date voter first (SIGTERM), and waits
    * at most a few election timeouts for it to take over. Returns whom it handed over to, or null.
@@ -273,6 +342,7 @@ export class RaftKvNode {
       case "raft": {
         const m = parseMessage(fromWire((value as { m: unknown }).m));
         if (typeof m === "string") throw new Error(`malformed raft message: ${m}`);
+        if (!this.gate.admitsPeerFrame(conn, "raft", m.from)) return;
         if (m.to !== this.id) {
           this.log.warn("dropped a message meant for another node (check nodes.conf on every host)", { to: m.to, from: m.from });
           return;
@@ -281,16 +351,22 @@ export class RaftKvNode {
         return;
       }
       case "snapChunk": {
+        if (!this.gate.admitsPeerFrame(conn, "snapshot chunk", (value as SnapChunkFrame).from)) return;
         const m = this.transport.onSnapChunk(conn, value as SnapChunkFrame, (from, term) => this.runtime.snapshotChunkReceived(from, term));
         if (m) this.runtime.step(m);
         return;
       }
       case "hello":
-        if (typeof (value as HelloFrame).from === "number") this.metrics.peerConnected(conn, (value as HelloFrame).from);
+        this.gate.onHello(conn, value as Partial<HelloFrame>);
+        if (conn.peerId !== null) this.metrics.peerConnected(conn, conn.peerId);
         return;
-      case "req":
-        this.clients.onRequest(conn, value as RequestFrame);
+      case "req": {
+        const req = value as RequestFrame;
+        const denied = this.gate.deniedReason(conn, req);
+        if (denied === null) this.clients.onRequest(conn, req);
+        else if (typeof req.id === "number") conn.send({ k: "res", id: req.id, ok: false, code: "PERMISSION_DENIED", message: `permission denied: ${denied}` });
         return;
+      }
       default:
         throw new Error(`unknown frame kind ${JSON.stringify(f.k)}`);
     }
@@ -301,6 +377,15 @@ export class RaftKvNode {
    * the node has been idle (nothing applied) for a while, one collection gives that memory back.
    */
   private collectGarbageWhenIdle(): void {
+    try {
+      this.collectGarbageWhenIdleUnguarded();
+    } catch (err) {
+      // Reading memory figures can fail (EMFILE when out of file descriptors): skip this round.
+      this.log.warn("idle collection skipped", { reason: (err as Error).message });
+    }
+  }
+
+  private collectGarbageWhenIdleUnguarded(): void {
     const applied = this.runtime.applied;
     if (applied !== this.appliedAtLastCheck) {
       this.appliedAtLastCheck = applied;
@@ -347,4 +432,8 @@ export class RaftKvNode {
         : {}),
     };
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
 }

@@ -3,7 +3,7 @@
 // snapshot chunks a leader streams to this node.
 
 import type { NodeAddr } from "../config";
-import { dialFrames, PeerLink, type FramedConn } from "../net";
+import { dialFrames, PeerLink, RefusedError, type FramedConn, type TlsMaterial } from "../net";
 import { parseMessage, toWire } from "../raft/wire";
 import type { Message, NodeId, Snapshot } from "../raft/types";
 import type { HelloFrame, RaftFrame, SnapChunkFrame } from "../protocol";
@@ -14,6 +14,15 @@ import { SnapshotReceiver } from "./snapshot-receiver";
 
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 const SNAPSHOT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+
+export interface TcpTransportOptions {
+  /** The first frame on every connection to a peer: who this node is (ConnectionGate.hello()). */
+  hello: HelloFrame;
+  /** Mutual TLS with this node's certificate; setTls() replaces it for new connections. */
+  tls?: TlsMaterial;
+  /** A peer refused this node's connection and said why (e.g. it knows another incarnation of it). */
+  onRefused: (peer: NodeId, err: RefusedError) => void;
+}
 
 export class TcpTransport implements Transport {
   private readonly links = new Map<number, PeerLink>();
@@ -29,6 +38,7 @@ export class TcpTransport implements Transport {
     private readonly id: NodeId,
     private nodes: NodeAddr[],
     private readonly log: Logger,
+    private readonly options: TcpTransportOptions,
   ) {
     this.peerIds = nodes.map((n) => n.id);
     this.incoming = new SnapshotReceiver({
@@ -37,6 +47,12 @@ export class TcpTransport implements Transport {
       now: () => performance.now(),
       onDrop: (from, reason) => log.warn(`dropped an incomplete snapshot transfer from node ${from}`, { reason }),
     });
+  }
+
+  /** New TLS material (certificate rotation) for the connections made from now on. */
+  setTls(tls: TlsMaterial): void {
+    this.options.tls = tls;
+    for (const link of this.links.values()) link.setTls(tls);
   }
 
   /** Start dialing every peer. */
@@ -62,10 +78,14 @@ export class TcpTransport implements Transport {
       const link = new PeerLink({
         host: peer.host,
         port: peer.port,
-        hello: { k: "hello", from: this.id } satisfies HelloFrame,
+        hello: this.options.hello,
+        tls: this.options.tls,
         onConnect: () => this.log.debug("connected to peer", { peer: peer.id }),
         onDisconnect: (_l, reason) => this.log.debug("lost peer connection", { peer: peer.id, reason }),
-        onError: (_l, err) => this.log.warn("bad data from peer", { peer: peer.id, reason: err.message }),
+        onError: (_l, err) => {
+          if (err instanceof RefusedError) this.options.onRefused(peer.id, err);
+          else this.log.warn("connection to peer failed", { peer: peer.id, reason: err.message });
+        },
       });
       this.links.set(peer.id, link);
       this.linkAddrs.set(peer.id, `${peer.host}:${peer.port}`);
@@ -94,8 +114,8 @@ export class TcpTransport implements Transport {
     // The configuration travels ahead of the state machine's bytes (see membership.ts).
     const bytes = wrapSnapshotData(snap);
     try {
-      conn = await dialFrames(peer.host, peer.port, { onFrame: () => {} });
-      conn.send({ k: "hello", from: this.id } satisfies HelloFrame);
+      conn = await dialFrames(peer.host, peer.port, { onFrame: () => {}, tls: this.options.tls });
+      conn.send(this.options.hello);
       const total = bytes.length;
       for (let offset = 0; offset < total || (offset === 0 && total === 0); offset += SNAPSHOT_CHUNK_BYTES) {
         while (conn.queuedBytes > SNAPSHOT_STREAM_WINDOW_BYTES) {

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { RaftKvClient } from "../../src/client/client";
+import type { TlsMaterial } from "../../src/net";
 
 /** The binary under test; RAFTKV_BIN points benchmarks at another build. */
 export const BIN = process.env.RAFTKV_BIN ?? resolve(import.meta.dir, "../../dist/raftkv");
@@ -53,12 +54,20 @@ export interface ClusterOptions {
   extraArgs?: string[];
 }
 
+/** TLS for a cluster's clients: CLI flags (e.g. --certs DIR) and the library's material. */
+export interface ClientTls {
+  args: string[];
+  material: TlsMaterial;
+}
+
 export class TestCluster {
   readonly dir: string;
   readonly conf: string;
   readonly ports: number[];
   private readonly procs = new Map<number, Subprocess>();
   private readonly extraArgs: string[];
+  /** Set for a TLS cluster: every client of this harness then uses it. */
+  clientTls: ClientTls | undefined;
 
   constructor(opts: ClusterOptions = {}) {
     ensureBinary();
@@ -76,7 +85,7 @@ export class TestCluster {
 
   /** A client of the whole cluster; the caller closes it. */
   client(timeoutMs = 10000): RaftKvClient {
-    return new RaftKvClient({ endpoints: this.endpoints.split(","), timeoutMs });
+    return new RaftKvClient({ endpoints: this.endpoints.split(","), timeoutMs, tls: this.clientTls?.material });
   }
 
   endpoint(id: number): string {
@@ -135,9 +144,10 @@ export class TestCluster {
   }
 
   /** Run a client command of the binary against this cluster. */
-  async cli(args: string[], opts: { endpoints?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  async cli(args: string[], opts: { endpoints?: string; timeoutMs?: number; plaintext?: boolean } = {}): Promise<CliResult> {
     const t0 = performance.now();
-    const p = Bun.spawn([BIN, ...args, "--endpoints", opts.endpoints ?? this.endpoints, "--timeout", String(opts.timeoutMs ?? 5000)], {
+    const tlsArgs = this.clientTls && !opts.plaintext && !args.some((a) => a === "--certs" || a === "--ca") ? this.clientTls.args : [];
+    const p = Bun.spawn([BIN, ...args, ...tlsArgs, "--endpoints", opts.endpoints ?? this.endpoints, "--timeout", String(opts.timeoutMs ?? 5000)], {
       stdout: "pipe",
       stderr: "pipe",
       stdin: "ignore",

@@ -3,7 +3,7 @@
 // the answers with its own.
 
 import { formatAddr, type NodeAddr } from "../../config";
-import { dialFrames, type FramedConn } from "../../net";
+import { dialFrames, type FramedConn, type TlsMaterial } from "../../net";
 import type { NodeStatus, RequestFrame, ResponseFrame } from "../../protocol";
 import { MAX_LEADER_HISTORY, type LeaderChange, type NodeStats, type Sample } from "../metrics";
 
@@ -44,7 +44,10 @@ class StatsLink {
   private nextId = 1;
   private readonly waiting = new Map<number, (f: ResponseFrame | Error) => void>();
 
-  constructor(private readonly node: NodeAddr) {}
+  constructor(
+    private readonly node: NodeAddr,
+    private readonly tls: () => TlsMaterial | undefined,
+  ) {}
 
   private connect(): Promise<FramedConn> {
     this.conn ??= dialFrames(
@@ -56,6 +59,7 @@ class StatsLink {
           this.waiting.get(f?.id)?.(f);
         },
         onClose: () => this.reset(new Error("connection closed")),
+        tls: this.tls(),
       },
       PEER_STATS_TIMEOUT_MS,
     ).catch((err: Error) => {
@@ -105,8 +109,9 @@ export class ClusterView {
     private readonly self: number,
     private readonly nodes: readonly NodeAddr[],
     private readonly localStats: () => NodeStats,
+    tls: () => TlsMaterial | undefined = () => undefined,
   ) {
-    for (const n of nodes) if (n.id !== self) this.links.set(n.id, new StatsLink(n));
+    for (const n of nodes) if (n.id !== self) this.links.set(n.id, new StatsLink(n, tls));
   }
 
   snapshot(): Promise<ClusterSnapshot> {
