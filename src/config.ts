@@ -50,7 +50,9 @@ export function loadNodesConf(path: string): NodeAddr[] {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
+    const code = (err as { code?: string }).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (err as Error).message;
+    throw new ConfigError(`cannot read ${path}: ${why} (nodes.conf lists "<id> <ip> <port>" per line)`);
   }
   return parseNodesConf(text, path);
 }

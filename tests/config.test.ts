@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, parseEndpoint, parseNodesConf } from "../src/config";
+import { ConfigError, loadNodesConf, parseEndpoint, parseNodesConf } from "../src/config";
 import { fromWire, parseMessage, toWire } from "../src/raft/wire";
 
 describe("nodes.conf", () => {
@@ -10,6 +10,12 @@ describe("nodes.conf", () => {
       { id: 1, host: "10.0.0.2", port: 7002 },
       { id: 2, host: "::1", port: 7003 },
     ]);
+  });
+
+  test("a missing or unreadable nodes.conf is said plainly, not as a raw ENOENT", () => {
+    expect(() => loadNodesConf("/nonexistent/nodes.conf")).toThrow("cannot read /nonexistent/nodes.conf: no such file");
+    expect(() => loadNodesConf("/")).toThrow("cannot read /: it is a directory");
+    expect(() => loadNodesConf("/nonexistent/nodes.conf")).not.toThrow(/ENOENT/);
   });
 
   test("a wrong line is reported with its file and line number", () => {

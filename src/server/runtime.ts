@@ -30,11 +30,12 @@ export interface Transport {
   /** Send one message (never a snapshot) to `m.to`; it may be lost. */
   send(m: Message): void;
   /**
-   * Deliver a snapshot to `to` (the receiver steps it as a "snap" message of `term`). Resolves true once
+   * Deliver a snapshot to `to` (the receiver steps it as a "snap" message of `term`). `load` reads it
+   * from disk; call it only once the follower is reachable (it is large). Resolves true once
    * it was handed over completely, false (or rejects) if the transfer failed. `onProgress` is called
    * whenever part of it got through (the follower is alive and the transfer not stalled).
    */
-  sendSnapshot(to: NodeId, term: number, snap: Snapshot, onProgress: () => void): Promise<boolean>;
+  sendSnapshot(to: NodeId, term: number, load: () => Snapshot | null, onProgress: () => void): Promise<boolean>;
 }
 
 /** The write-ahead log operations the runtime uses (src/storage/wal.ts). */
@@ -123,6 +124,9 @@ interface PendingRead {
 
 /** Entries kept in memory after a snapshot so slightly slow followers catch up without one. */
 const CATCH_UP_ENTRIES = 5_000;
+/** After a failed snapshot transfer to a follower, wait this long before the next (doubling up to the max). */
+const SNAPSHOT_RETRY_MIN_MS = 1_000;
+const SNAPSHOT_RETRY_MAX_MS = 30_000;
 
 export class NodeRuntime {
   readonly id: NodeId;
@@ -153,6 +157,8 @@ export class NodeRuntime {
   private snapshotInProgress = false;
   private logBytesSinceSnapshot = 0;
   private readonly snapshotStreams = new Set<number>();
+  /** Per follower: when a snapshot transfer may be tried again after one failed (doubling delay). */
+  private readonly snapshotBackoff = new Map<NodeId, { retryAt: number; delayMs: number }>();
 
   /** Term and vote last handed to the WAL, and the ones known durable. */
   private writtenTerm: number;
@@ -610,20 +616,27 @@ export class NodeRuntime {
   /** Send our latest snapshot to a follower (the transport streams it on its own connection). */
   private async sendSnapshot(peerId: NodeId, term: number): Promise<void> {
     if (this.snapshotStreams.has(peerId)) return;
-    const snap = this.snapshot && this.storage.loadLatestSnapshot();
-    if (!snap) {
-      // Compacted only in memory so far (the snapshot file is being written): retry later.
+    const backoff = this.snapshotBackoff.get(peerId);
+    if (!this.snapshot || (backoff && this.clock.now() < backoff.retryAt)) {
+      // No snapshot file yet (being written), or the last transfer to this peer failed: retry later.
       this.core.reportSnapshot(peerId, false);
       return;
     }
     this.snapshotStreams.add(peerId);
+    let sent: Snapshot | null = null;
     try {
       const progress = () => this.core.snapshotStreamProgress(peerId);
-      if (!(await this.transport.sendSnapshot(peerId, term, snap, progress))) throw new Error("transfer did not complete");
-      this.log.info("sent snapshot to follower", { peer: peerId, index: snap.index, bytes: snap.data.length });
+      // The file is read only once the follower answered: a follower that is down costs no read.
+      const load = () => (sent = this.storage.loadLatestSnapshot());
+      if (!(await this.transport.sendSnapshot(peerId, term, load, progress))) throw new Error("transfer did not complete");
+      const snap = sent as Snapshot | null;
+      this.snapshotBackoff.delete(peerId);
+      this.log.info("sent snapshot to follower", { peer: peerId, index: snap?.index, bytes: snap?.data.length });
       this.core.reportSnapshot(peerId, true);
     } catch (err) {
-      this.log.warn("snapshot transfer failed", { peer: peerId, reason: (err as Error).message });
+      const delayMs = Math.min(SNAPSHOT_RETRY_MAX_MS, Math.max(SNAPSHOT_RETRY_MIN_MS, 2 * (backoff?.delayMs ?? 0)));
+      this.snapshotBackoff.set(peerId, { retryAt: this.clock.now() + delayMs, delayMs });
+      this.log.warn("snapshot transfer failed", { peer: peerId, reason: (err as Error).message, retryInMs: delayMs });
       this.core.reportSnapshot(peerId, false);
     } finally {
       this.snapshotStreams.delete(peerId);

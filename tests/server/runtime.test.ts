@@ -193,3 +193,35 @@ describe("write order (issue 8, bug 1)", () => {
     expect(calls).toEqual(["append 1..2", "hardState commit 2"]);
   });
 });
+
+describe("snapshot transfers to a follower that is down (issue 8 bug 6)", () => {
+  test("the snapshot file is read only once the follower answered, and failed transfers back off", async () => {
+    const env = setup(0, [0, 1, 2]);
+    let loads = 0;
+    let attempts = 0;
+    const rt = env.rt as unknown as {
+      snapshot: { index: number; term: number } | null;
+      storage: { loadLatestSnapshot: () => unknown };
+      transport: { sendSnapshot: (...args: unknown[]) => Promise<boolean> };
+      sendSnapshot(peer: number, term: number): Promise<void>;
+    };
+    rt.snapshot = { index: 1, term: 1 };
+    rt.storage.loadLatestSnapshot = () => {
+      loads++;
+      return null;
+    };
+    // The follower is down: the transport cannot connect, so it never asks for the snapshot.
+    rt.transport.sendSnapshot = async () => {
+      attempts++;
+      return false;
+    };
+    for (let i = 0; i < 50; i++) {
+      await rt.sendSnapshot(1, 1);
+      env.clock.t += 100; // 5 s in all
+    }
+    expect(loads).toBe(0);
+    // 1 s, 2 s, 4 s between attempts: 3 attempts in 5 s, not 50.
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(attempts).toBeLessThanOrEqual(4);
+  });
+});

@@ -255,8 +255,10 @@ export class Sim {
     const clock = new SimClock(node.rate);
     const transport: Transport = {
       send: (m) => this.send(node, incarnation, { kind: "msg", msg: m }),
-      sendSnapshot: (to, term, snap: Snapshot) =>
+      sendSnapshot: (to, term, load) =>
         new Promise<boolean>((done) => {
+          const snap = load();
+          if (!snap) return done(false);
           const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: snap.index, term: snap.term, data: snap.data } };
           if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
         }),
