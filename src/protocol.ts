@@ -168,3 +168,9 @@ export interface SnapshotSaveHeader {
 }
 
 export const VERSION = "0.1.0";
+
+/**
+ * Requests one client connection may have in flight: a node answers TOO_BUSY past it and cuts off a
+ * connection that keeps being refused; the client library queues beyond it instead.
+ */
+export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 128;

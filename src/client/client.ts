@@ -29,7 +29,7 @@ import type {
   TxnResult,
 } from "../kv/types";
 import { DialError, dialFrames, FrameTooLargeError, RefusedError, TlsError, type FramedConn, type TlsMaterial } from "../net";
-import type { ClientOp, LeaseStatus, MemberList, NodeStatus, ResponseFrame, SnapshotSaveHeader } from "../protocol";
+import { MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION, type ClientOp, type LeaseStatus, type MemberList, type NodeStatus, type ResponseFrame, type SnapshotSaveHeader } from "../protocol";
 import { RaftKvError } from "./errors";
 import { Watch, type WatchOptions } from "./watch";
 
@@ -110,9 +110,13 @@ const td = new TextDecoder();
 export const toBytes = (b: Bytes): Uint8Array => (typeof b === "string" ? te.encode(b) : b);
 export const toText = (b: Uint8Array): string => td.decode(b);
 
+
 interface Conn {
   conn: FramedConn;
   pending: Map<number, { resolve: (r: ResponseFrame) => void; reject: (e: Error) => void }>;
+  /** Requests sent and not yet settled, and callers waiting for one of them to settle. */
+  inFlight: number;
+  waiting: (() => void)[];
 }
 
 export class RaftKvClient {
@@ -494,6 +498,17 @@ export class RaftKvClient {
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new Error("timed out");
     const c = await this.connect(addr, Math.min(remaining, ATTEMPT_TIMEOUT_MS));
+    while (c.inFlight >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) await new Promise<void>((wake) => c.waiting.push(wake));
+    c.inFlight++;
+    try {
+      return await this.sendAndWait(c, op, remaining, attemptMs);
+    } finally {
+      c.inFlight--;
+      c.waiting.shift()?.();
+    }
+  }
+
+  private sendAndWait(c: Conn, op: ClientOp, remaining: number, attemptMs: number): Promise<ResponseFrame> {
     const id = this.nextId++;
     return new Promise<ResponseFrame>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -557,7 +572,7 @@ export class RaftKvClient {
       },
       timeoutMs,
     ).then(
-      (conn) => ({ conn, pending }),
+      (conn) => ({ conn, pending, inFlight: 0, waiting: [] }),
       (err: Error) => {
         this.conns.delete(addr);
         throw err;

@@ -9,9 +9,11 @@ export const MAX_PENDING_REQUESTS = 20_000;
  * Requests one client connection may have in flight (received, not yet answered). Past it the request
  * is answered TOO_BUSY at once, so a client that pipelines without waiting cannot fill the log ahead of
  * everyone else's writes. 64 concurrent requests already reach a node's peak throughput (group commit),
- * so this limits no client's speed, only its share.
+ * so this limits no client's speed, only its share. Defined in protocol.ts: the client library queues
+ * past the same number instead of being refused.
  */
-export const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION = 128;
+import { MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION } from "../protocol";
+export { MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION };
 
 /**
  * Requests refused over the limits above (TOO_BUSY, TOO_MANY_WATCHES) within REFUSALS_WINDOW_MS after

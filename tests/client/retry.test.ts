@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { RaftKvClient, RaftKvError } from "../../src/client/client";
 import { listenFrames, type FrameListener } from "../../src/net";
+import { MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION } from "../../src/protocol";
 
 let server: FrameListener | undefined;
 afterEach(() => server?.stop());
@@ -43,6 +44,34 @@ describe("RaftKvClient retries", () => {
     try {
       expect(await c.get("k")).toBeNull();
       expect(s.count()).toBe(3);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe("RaftKvClient requests in flight", () => {
+  test("one connection never has more than the node's per-connection limit in flight; the rest wait and all succeed", async () => {
+    let outstanding = 0;
+    let most = 0;
+    server = listenFrames({
+      hostname: "127.0.0.1",
+      port: 0,
+      onFrame: (conn, value) => {
+        const req = value as { id: number };
+        most = Math.max(most, ++outstanding);
+        setTimeout(() => {
+          outstanding--;
+          conn.send({ k: "res", id: req.id, ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } });
+        }, 5);
+      },
+    });
+    const c = new RaftKvClient({ endpoints: [`127.0.0.1:${server.port}`], timeoutMs: 20000 });
+    try {
+      const results = await Promise.all(Array.from({ length: 400 }, (_, i) => c.get(`k${i}`, { serializable: true })));
+      expect(results.every((r) => r === null)).toBe(true);
+      expect(most).toBeGreaterThan(1);
+      expect(most).toBeLessThanOrEqual(MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION);
     } finally {
       c.close();
     }
