@@ -4,13 +4,14 @@
 // (a snapshot with no configuration in it means "the bootstrap configuration": every node of nodes.conf
 // a voter). The nodes then start with `raftkv serve ID nodes.conf --data-dir DIR/node-ID`.
 
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import * as path from "node:path";
 import type { NodeAddr } from "../config";
 import { KvStore } from "../kv/store";
 import { NONE } from "../raft/types";
-import { lockDataDir, realDisk, Wal, writeSnapshot } from "../storage";
+import { lockDataDir, Wal, writeSnapshot } from "../storage";
+import { clusterIdOf, IDENTITY_FILE_NAME, writeFileDurably, type NodeIdentity } from "../storage/identity";
 import { BackupFileError, readBackupFile, type BackupHeader } from "./file";
 
 /** Where `serve` keeps node `id`'s data under a parent dir (its default is data/node-<id>). */
@@ -52,7 +53,7 @@ export function restoreBackup(file: string, nodes: readonly NodeAddr[], parent: 
       throw new BackupFileError(`data dir ${dir} exists and is not empty: restore builds new data dirs only; move it aside or pick another --data-dir`);
     }
   }
-  const clusterId = newClusterId(nodes);
+  const clusterId = clusterIdOf(nodes);
   for (const { id, dir } of dirs) writeDataDir(dir, id, header, state, clusterId);
   return { header, clusterId, dirs };
 }
@@ -81,33 +82,12 @@ function writeDataDir(dir: string, id: number, header: BackupHeader, state: Uint
   }
 }
 
-// ---- identity ---------------------------------------------------------------------------------------
-// The data dir records which cluster and node it belongs to, in the IDENTITY file of node identity
-// (src/storage/identity.ts on the net branch, not yet on main: when it lands, these two functions become
-// its clusterIdOf and its durable IDENTITY write). There the cluster id is a digest of the nodes.conf the
-// cluster was created with, checked at every start, so a restored cluster's id is new exactly when its
-// nodes.conf differs from the source cluster's (new addresses or ports, as a restore into a new cluster has).
+// ---- identity ----------------------------------------------------------------------------------------
+// The data dir records which cluster and node it belongs to (src/storage/identity.ts). The cluster id is a
+// digest of the nodes.conf the cluster was created with, checked at every start, so a restored cluster's id
+// is new exactly when its nodes.conf differs from the source cluster's (new addresses or ports, as a restore
+// into a new cluster has).
 
-export const IDENTITY_FILE_NAME = "IDENTITY";
-
-export function newClusterId(nodes: readonly NodeAddr[]): string {
-  const canonical = [...nodes]
-    .sort((a, b) => a.id - b.id)
-    .map((n) => `${n.id} ${n.host} ${n.port}\n`)
-    .join("");
-  return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
-}
-
-function writeIdentity(dir: string, identity: { clusterId: string; nodeId: number; incarnation: string }): void {
-  const target = path.join(dir, IDENTITY_FILE_NAME);
-  const temp = `${target}.tmp`;
-  const fd = realDisk.open(temp, "wx");
-  try {
-    realDisk.write(fd, new TextEncoder().encode(JSON.stringify(identity) + "\n"), 0);
-    realDisk.fdatasync(fd);
-  } finally {
-    realDisk.close(fd);
-  }
-  realDisk.rename(temp, target);
-  realDisk.fsyncDir(dir);
+function writeIdentity(dir: string, identity: NodeIdentity): void {
+  writeFileDurably(dir, IDENTITY_FILE_NAME, JSON.stringify(identity) + "\n");
 }

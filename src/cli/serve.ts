@@ -62,10 +62,9 @@ export function registerServe(cli: CAC): void {
     .option("--max-connections-per-address <n>", "Connections open at once from one remote address", { default: DEFAULT_NET_LIMITS.maxConnectionsPerAddress })
     .option("--no-group-commit", "Benchmarking only: one fsync per log entry instead of one per batch")
     .option("--join", "Join a running cluster after `raftkv member add ID HOST:PORT`: [config] lists at least one member and this node; the configuration comes from the cluster")
-    .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}`)
+    .usage(`serve <id> [config]\n\n  ${formatLimitsHelp()}\n\n  Limits of the node port (over a limit the client gets a clear error or a logged disconnect):\n${describeNetLimits()}`)
     .example("raftkv serve 0 nodes.conf")
     .example("raftkv serve 0 nodes.conf --certs certs    # mutual TLS; SIGHUP re-reads the certificate files")
-    .example(`\nLimits of the node port (over a limit the client gets a clear error or a logged disconnect):\n${describeNetLimits()}`)
     .action((idText: string, configPath: string | undefined, flags) =>
       run(async () => {
         if (!/^\d+$/.test(String(idText))) throw new UsageError(`node id must be a number, got ${JSON.stringify(idText)}`);

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { BackupWriter, readBackupFile, type BackupHeader } from "../../src/backup/file";
-import { newClusterId, restoreBackup } from "../../src/backup/restore";
+import { restoreBackup } from "../../src/backup/restore";
+import { clusterIdOf } from "../../src/storage/identity";
 import { KvStore } from "../../src/kv";
 import { Wal } from "../../src/storage";
 import { b, Driver } from "../kv/helpers";
@@ -41,7 +42,7 @@ describe("snapshot restore", () => {
     const file = backup("ok.rkv");
     const r = restoreBackup(file, nodes, join(dir, "data"));
     expect(r.dirs.map((x) => x.dir)).toEqual([0, 1, 2].map((id) => join(dir, "data", `node-${id}`)));
-    expect(r.clusterId).toBe(newClusterId(nodes));
+    expect(r.clusterId).toBe(clusterIdOf(nodes));
     const { wal, state } = Wal.open(r.dirs[1]!.dir, { log: () => {} });
     wal.close();
     expect(state.snapshot).toMatchObject({ index: 100, term: 7 });

@@ -92,6 +92,31 @@ describe("membership e2e", () => {
     client.close();
   }, 240000);
 
+  test("replace a killed node by a new id with an empty disk (remove, add, --join, promote); the new node counts toward quorum", async () => {
+    const c = cluster(3, 4);
+    const leader = await c.waitForLeader(30000);
+    const dead = (leader + 1) % 3;
+    const survivor = [0, 1, 2].find((id) => id !== leader && id !== dead)!;
+    const client = c.client(30000);
+    const w = writer(client);
+    await waitFor("some writes", () => w.acked.length > 5, 30000);
+    await c.kill(dead); // the machine is gone, disk and all
+    expect((await c.cli(["member", "remove", String(dead)], { timeoutMs: 20000 })).stderr).toBe("");
+    expect((await c.cli(["member", "add", "3", c.endpoint(3)], { timeoutMs: 20000 })).stderr).toBe("");
+    writeConf(c, 4); // the new machine's nodes.conf names the members and itself
+    c.start(3, ["--join"]);
+    await waitFor("node 3 promoted", async () => (await c.cli(["member", "promote", "3"], { timeoutMs: 5000 })).code === 0 || (await members(c)).members.find((m) => m.id === 3)?.role === "voter", 60000, 300);
+    const list = await members(c);
+    expect(list.members.filter((m) => m.role === "voter").map((m) => m.id).sort()).toEqual([leader, survivor, 3].sort());
+    // With one more original member gone, the new node is what makes the majority.
+    await c.kill(survivor);
+    const before = w.acked.length;
+    await waitFor("writes with the new node in the majority", () => w.acked.length > before + 5, 30000);
+    const acked = await w.stop();
+    await expectAllAcked(client, acked);
+    client.close();
+  }, 180000);
+
   test("leader transfer to a chosen node; member list shows lag; writes continue", async () => {
     const c = cluster(3, 3);
     const leader = await c.waitForLeader(30000);
