@@ -6,10 +6,13 @@
 // through any node that believes it leads. Safety checks run as things happen and after every step.
 
 import type { NodeAddr } from "../../src/config";
-import type { Entry, Message, NodeId, Ready, Snapshot } from "../../src/raft/types";
+import { configOf, isMember } from "../../src/raft/confchange";
+import { majority } from "../../src/raft/quorum";
+import type { ClusterConfig, Entry, Message, NodeId, Ready, Snapshot } from "../../src/raft/types";
 import type { NodeStatus, ResponseFrame } from "../../src/protocol";
 import { ClientService, type ClientConn } from "../../src/server/clients";
 import { LEASE_CHECK_MS, LeaseKeeper } from "../../src/server/leases";
+import { dropBootstrapConfig, handleMemberRequest, unwrapSnapshot, unwrapSnapshotData, wrapSnapshotData } from "../../src/server/membership";
 import { Logger } from "../../src/server/log";
 import { NodeRuntime, type Clock, type Transport } from "../../src/server/runtime";
 import { Watches } from "../../src/server/watches";
@@ -91,6 +94,14 @@ interface SimNode {
   syncDue: number[];
   /** The disk is full until then (0: not full). */
   diskFullUntil: number;
+  /** A committed configuration has held this node (bootstrap members from the start; spares once added). */
+  joined: boolean;
+  /** Removed by a committed configuration: stopped at this step (0: not removed). */
+  stopAt: number;
+  /** Removed and stopped for good; its id is never used again. */
+  retired: boolean;
+  /** As leader: the term and commit index last checked against the acknowledgements it was sent. */
+  checkedCommit: { term: number; commit: number };
 }
 
 type Delivery = { kind: "msg"; msg: Message } | { kind: "snap"; msg: Message; done: (ok: boolean) => void };
@@ -133,7 +144,18 @@ export interface SimOptions {
   snapshotEntries?: number;
   /** Largest delay of an async fsync, in steps. */
   maxSyncDelay?: number;
+  /**
+   * Chance per step that the leader proposes a membership change: add a spare as a learner, promote a
+   * learner, remove a voter (never below MIN_VOTERS, the leader included) or a learner. 0: membership is fixed.
+   */
+  memberChangeRate?: number;
 }
+
+/** Membership changes never leave fewer voters than this, nor add beyond MAX_VOTERS. */
+const MIN_VOTERS = 3;
+const MAX_VOTERS = 5;
+/** A removed node is stopped within this many steps after its removal commits. */
+const REMOVED_STOP_STEPS = 300;
 
 export interface SimStats {
   committed: number;
@@ -146,6 +168,10 @@ export interface SimStats {
   pauses: number;
   snapshotsInstalled: number;
   maxTerm: number;
+  /** Committed membership changes. */
+  adds: number;
+  promotions: number;
+  removals: number;
 }
 
 interface AckedWrite {
@@ -187,7 +213,17 @@ export class Sim {
     pauses: 0,
     snapshotsInstalled: 0,
     maxTerm: 0,
+    adds: 0,
+    promotions: 0,
+    removals: 0,
   };
+  private readonly bootstrap: NodeId[];
+  /** The configuration of the highest committed configuration entry. */
+  private committedConfig: ClusterConfig;
+  /** Vote grants sent, by term: candidate -> voters that granted. */
+  private grants = new Map<number, Map<NodeId, Set<NodeId>>>();
+  /** Highest index acknowledged to a leader: "term:leader:follower" -> match index. */
+  private acks = new Map<string, number>();
 
   constructor(opt: SimOptions) {
     this.opt = {
@@ -208,29 +244,43 @@ export class Sim {
       readRate: 0.05,
       snapshotEntries: 0,
       maxSyncDelay: 3,
+      memberChangeRate: 0,
       ...opt,
     };
     this.rng = mulberry32(opt.seed);
-    this.addrs = Array.from({ length: opt.nodes }, (_, id) => ({ id, host: "127.0.0.1", port: 1000 + id }));
-    for (let id = 0; id < opt.nodes; id++) {
-      const drift = this.opt.drift;
-      this.nodes.push({
-        id,
-        storage: new SimStorage(mulberry32(Math.floor(this.rng() * 2 ** 32))),
-        incarnation: 0,
-        rt: null,
-        clock: null,
-        clients: null,
-        rate: 1 - drift + 2 * drift * this.rng(),
-        pausedUntil: 0,
-        applied: 0,
-        hash: 0,
-        wasLeaderInTerm: 0,
-        syncDue: [],
-        diskFullUntil: 0,
-      });
-    }
+    this.addrs = [];
+    this.bootstrap = Array.from({ length: opt.nodes }, (_, id) => id);
+    this.committedConfig = { voters: this.bootstrap, learners: [] };
+    for (let id = 0; id < opt.nodes; id++) this.addNode(true);
     for (const n of this.nodes) this.start(n);
+  }
+
+  /** A new node with an empty disk and the next unused id: a bootstrap member, or a spare outside the configuration. */
+  private addNode(bootstrap: boolean): SimNode {
+    const id = this.nodes.length;
+    const drift = this.opt.drift;
+    const node: SimNode = {
+      id,
+      storage: new SimStorage(mulberry32(Math.floor(this.rng() * 2 ** 32))),
+      incarnation: 0,
+      rt: null,
+      clock: null,
+      clients: null,
+      rate: 1 - drift + 2 * drift * this.rng(),
+      pausedUntil: 0,
+      applied: 0,
+      hash: 0,
+      wasLeaderInTerm: 0,
+      syncDue: [],
+      diskFullUntil: 0,
+      joined: bootstrap,
+      stopAt: 0,
+      retired: false,
+      checkedCommit: { term: 0, commit: 0 },
+    };
+    this.nodes.push(node);
+    this.addrs.push({ id, host: "127.0.0.1", port: 1000 + id });
+    return node;
   }
 
   // ---- nodes ------------------------------------------------------------------------------
@@ -249,7 +299,20 @@ export class Sim {
       if (/ENOSPC|EIO/.test(message)) return false;
       throw err;
     }
-    const { storage, recovered } = opened;
+    // As node.ts does: a snapshot file carries the configuration ahead of the state machine's bytes.
+    const bootstrapAddrs = this.addrs.slice(0, this.bootstrap.length);
+    const forStorage = (snap: Snapshot): Snapshot => ({ index: snap.index, term: snap.term, data: wrapSnapshotData(dropBootstrapConfig(snap, bootstrapAddrs)) });
+    const disk = opened.storage;
+    const storage: typeof disk = {
+      wal: disk.wal,
+      writeSnapshot: (snap) => disk.writeSnapshot(forStorage(snap)),
+      writeSnapshotAsync: (snap) => disk.writeSnapshotAsync(forStorage(snap)),
+      loadLatestSnapshot: () => {
+        const snap = disk.loadLatestSnapshot();
+        return snap && dropBootstrapConfig(unwrapSnapshot(snap), bootstrapAddrs);
+      },
+    };
+    const recovered = { ...opened.recovered, snapshot: opened.recovered.snapshot && unwrapSnapshot(opened.recovered.snapshot) };
     node.incarnation++;
     const incarnation = node.incarnation;
     const clock = new SimClock(node.rate);
@@ -259,14 +322,16 @@ export class Sim {
         new Promise<boolean>((done) => {
           const snap = load();
           if (!snap) return done(false);
-          const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: snap.index, term: snap.term, data: snap.data } };
+          // On the wire with its configuration, as the TCP transport sends it (unwrapped on delivery).
+          const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: snap.index, term: snap.term, data: wrapSnapshotData(snap) } };
           if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
         }),
     };
     const rt = new NodeRuntime(
       {
         id: node.id,
-        voters: this.nodes.map((n) => n.id),
+        // Bootstrap members start from nodes.conf; a spare starts with no configuration, as `serve --join` does.
+        voters: node.id < this.bootstrap.length ? this.bootstrap : [],
         heartbeatTicks: 1,
         electionTicks: 10,
         tickMs: TICK_MS,
@@ -361,10 +426,17 @@ export class Sim {
     // longer be voted in again.
     if (m.type === "voteResp" && m.granted && !m.preVote) {
       if (d.hs.term < m.term || (d.hs.term === m.term && d.hs.vote !== m.to)) fail(`node ${node.id} granted a vote to ${m.to} in term ${m.term} before it was durable (durable: term ${d.hs.term}, vote ${d.hs.vote})`);
+      let byCandidate = this.grants.get(m.term);
+      if (!byCandidate) this.grants.set(m.term, (byCandidate = new Map()));
+      let voters = byCandidate.get(m.to);
+      if (!voters) byCandidate.set(m.to, (voters = new Set()));
+      voters.add(node.id);
     }
     if (m.type === "appResp" && m.success) {
       if (m.matchIndex > d.lastIndex) fail(`node ${node.id} acknowledged index ${m.matchIndex} but has only ${d.lastIndex} durable`);
       if (d.hs.term < m.term) fail(`node ${node.id} answered in term ${m.term} before that term was durable`);
+      const key = `${m.term}:${m.to}:${node.id}`;
+      this.acks.set(key, Math.max(this.acks.get(key) ?? 0, m.matchIndex));
     }
     if (m.type === "vote" && !m.preVote && (d.hs.term < m.term || (d.hs.term === m.term && d.hs.vote !== node.id))) {
       fail(`node ${node.id} campaigned in term ${m.term} before its term and vote were durable`);
@@ -375,7 +447,8 @@ export class Sim {
     const to = f.to >= 0 ? this.nodes[f.to]! : null;
     const ok = !!to?.rt && !this.cut.has(`${f.from}-${f.to}`);
     if (f.d.kind === "snap") {
-      if (ok) to!.rt!.step(f.d.msg);
+      const m = f.d.msg as Message & { type: "snap" };
+      if (ok) to!.rt!.step({ ...m, snapshot: { index: m.snapshot.index, term: m.snapshot.term, ...unwrapSnapshotData(m.snapshot.data!) } });
       f.d.done(ok);
       return;
     }
@@ -405,12 +478,60 @@ export class Sim {
     } else {
       this.committed.set(e.index, { term: e.term, data: e.data });
       this.stats.committed++;
+      const cfg = configOf(e);
+      if (cfg) this.configCommitted(cfg);
     }
     node.applied = e.index;
     node.hash = hashStep(node.hash, e.data);
     const h = this.committedHash.get(e.index);
     if (h === undefined) this.committedHash.set(e.index, node.hash);
     else if (h !== node.hash) fail(`node ${node.id} state machine diverged at ${e.index}`);
+  }
+
+  /** A configuration entry committed (first seen applied): count the change, schedule removed nodes' stop. */
+  private configCommitted(cfg: ClusterConfig): void {
+    const prev = this.committedConfig;
+    this.committedConfig = cfg;
+    for (const id of cfg.voters) if (!prev.voters.includes(id)) this.stats.promotions++;
+    for (const id of cfg.learners) if (!isMember(prev, id)) this.stats.adds++;
+    for (const n of this.nodes) {
+      if (isMember(cfg, n.id)) n.joined = true;
+      else if (n.joined && !n.retired && !n.stopAt) {
+        this.stats.removals++;
+        n.stopAt = this.now + 1 + Math.floor(this.rng() * REMOVED_STOP_STEPS);
+      }
+    }
+  }
+
+  /**
+   * A leader won a majority of its own configuration's voters: the grants sent to it in its term by
+   * voters of that configuration (itself included) must be a majority; votes of non-members never count.
+   */
+  private checkElectionQuorum(n: SimNode): void {
+    const c = n.rt!.core;
+    const voters = c.membership.config.voters;
+    const granted = this.grants.get(c.term)?.get(n.id);
+    const inConfig = voters.filter((v) => v === n.id || granted?.has(v));
+    if (inConfig.length < majority(voters.length)) {
+      fail(`node ${n.id} leads term ${c.term} with grants from ${inConfig.join(",") || "none"} of its voters ${voters.join(",")} (all grants: ${[...(granted ?? [])].join(",") || "none"})`);
+    }
+  }
+
+  /**
+   * A leader's commit index, when it advanced in the leader's term, is held by a majority of its own
+   * configuration's voters: acknowledged to it in this term (or durable, for itself); acks of non-members never count.
+   */
+  private checkCommitQuorum(n: SimNode): void {
+    const c = n.rt!.core;
+    const seen = n.checkedCommit;
+    if (seen.term === c.term && c.commit > seen.commit && c.termAt(c.commit) === c.term) {
+      const voters = c.membership.config.voters;
+      const holders = voters.filter((v) => (v === n.id ? n.storage.durable.lastIndex : (this.acks.get(`${c.term}:${n.id}:${v}`) ?? 0)) >= c.commit);
+      if (holders.length < majority(voters.length)) {
+        fail(`leader ${n.id} of term ${c.term} committed ${c.commit} held by only ${holders.join(",") || "none"} of its voters ${voters.join(",")}`);
+      }
+    }
+    n.checkedCommit = { term: c.term, commit: c.commit };
   }
 
   private checkInvariants(): void {
@@ -427,6 +548,7 @@ export class Sim {
         }
         if (n.wasLeaderInTerm !== c.term) {
           n.wasLeaderInTerm = c.term;
+          this.checkElectionQuorum(n);
           // Leader completeness: a new leader holds every committed entry.
           const snap = c.status().snapshotIndex;
           for (const [idx, e] of this.committed) {
@@ -434,6 +556,7 @@ export class Sim {
             if (c.termAt(idx) !== e.term) fail(`leader ${n.id} of term ${c.term} lacks committed entry ${idx}`);
           }
         }
+        this.checkCommitQuorum(n);
       }
       // Committed entries in each log are the committed history.
       for (let i = Math.max(c.firstIndex(), c.commit - 20); i <= c.commit; i++) {
@@ -553,13 +676,14 @@ export class Sim {
       if (n.rt && r() < this.opt.crashRate) this.crash(n, r() < this.opt.powerLossShare);
       else if (n.rt && n.storage.queuedSyncs > 0 && r() < this.opt.crashDuringSyncRate) this.crash(n, true);
       else if (n.rt && n.storage.queuedSyncs > 0 && n.storage.truncationUnsynced && r() < this.opt.truncationCrashRate) this.crash(n, true, true);
-      else if (!n.rt && r() < this.opt.restartRate) this.start(n);
+      else if (!n.rt && !n.retired && r() < this.opt.restartRate) this.start(n);
       else if (n.rt && !this.paused(n) && r() < this.opt.pauseRate) {
         // A stop-the-world pause (GC, swapping, SIGSTOP): up to four election timeouts.
         n.pausedUntil = this.now + Math.floor(r() * 400);
         this.stats.pauses++;
       }
     }
+    if (this.opt.memberChangeRate && r() < this.opt.memberChangeRate) this.changeMembership();
     if (this.opt.fsyncFailRate && r() < this.opt.fsyncFailRate) this.nodes[Math.floor(r() * this.nodes.length)]!.storage.disk.failNextFsync();
     if (this.opt.diskFullRate && r() < this.opt.diskFullRate) {
       // The disk fills up: the node stops at its next write and cannot start until space is freed.
@@ -571,6 +695,47 @@ export class Sim {
       if (n.diskFullUntil && n.diskFullUntil <= this.now) {
         n.storage.disk.setSpaceLimit(null);
         n.diskFullUntil = 0;
+      }
+    }
+  }
+
+  /**
+   * The leader proposes one membership change through the runtime's member request handler (the path of
+   * `raftkv member add/promote/remove`); the core refuses it while another is pending or a learner lags.
+   */
+  private changeMembership(): void {
+    const leader = this.leader();
+    if (!leader || this.paused(leader)) return;
+    const cfg = leader.rt!.core.membership.config;
+    const choices: (() => { action: string; node: NodeId; addr?: string })[] = [];
+    if (cfg.learners.length) {
+      const pick = () => cfg.learners[Math.floor(this.rng() * cfg.learners.length)]!;
+      if (cfg.voters.length < MAX_VOTERS) choices.push(() => ({ action: "promote", node: pick() }));
+      choices.push(() => ({ action: "remove", node: pick() }));
+    } else if (cfg.voters.length < MAX_VOTERS) {
+      choices.push(() => {
+        // A spare: running, never in a committed configuration, not in this one; else a new node, empty disk, new id.
+        const spare = this.nodes.find((n) => n.rt && !n.joined && !n.retired && !isMember(cfg, n.id)) ?? this.addNode(false);
+        if (!spare.rt) this.start(spare);
+        const a = this.addrs[spare.id]!;
+        return { action: "add", node: spare.id, addr: `${a.host}:${a.port}` };
+      });
+    }
+    if (cfg.voters.length > MIN_VOTERS) choices.push(() => ({ action: "remove", node: cfg.voters[Math.floor(this.rng() * cfg.voters.length)]! }));
+    if (!choices.length) return;
+    const req = choices[Math.floor(this.rng() * choices.length)]!();
+    const ignore = () => {};
+    handleMemberRequest(leader.rt!, this.addrs, req, { ok: ignore, fail: ignore, notLeader: ignore });
+  }
+
+  /** Stop, for good, the removed nodes whose time has come. */
+  private stopRemoved(): void {
+    for (const n of this.nodes) {
+      if (n.stopAt && n.stopAt <= this.now && !n.retired) {
+        n.retired = true;
+        n.rt = null;
+        n.clock = null;
+        n.clients = null;
       }
     }
   }
@@ -607,6 +772,7 @@ export class Sim {
       this.randomFaults();
       this.clientTraffic();
     }
+    this.stopRemoved();
     for (const n of this.nodes) if (n.rt && !this.paused(n)) this.completeSyncs(n);
     // Deliver due messages in random order; a paused node gets its messages when it resumes.
     const due: InFlight[] = [];
@@ -648,7 +814,7 @@ export class Sim {
     let markerAt = -1000;
     for (let i = 0; i < maxSteps; i++) {
       // A node that stopped itself (an fsync failure injected before the heal) is restarted.
-      for (const n of this.nodes) if (!n.rt) this.start(n);
+      for (const n of this.nodes) if (!n.rt && !n.retired) this.start(n);
       await this.step(false);
       const leader = this.leader();
       if (!leader) continue;
@@ -659,19 +825,23 @@ export class Sim {
       }
       const target = leader.rt!.core.commit;
       if (leader.rt!.core.termAt(target) !== leader.rt!.core.term) continue;
-      if (this.nodes.every((n) => n.rt && n.applied === target && n.rt.leader === leader.id)) {
+      // Every member of the leader's configuration (spares outside it, and removed nodes, do not count).
+      const cfg = leader.rt!.core.membership.config;
+      const members = this.nodes.filter((n) => isMember(cfg, n.id));
+      if (members.every((n) => n.rt && n.applied === target && n.rt.leader === leader.id)) {
         this.checkLogMatching();
-        this.checkNoAckedWriteLost();
+        this.checkNoAckedWriteLost(members);
         return;
       }
     }
-    const view = this.nodes.map((n) => (n.rt ? `${n.id}:${n.rt.role}/t${n.rt.core.term}/c${n.rt.core.commit}/a${n.applied}` : `${n.id}:down`));
-    fail(`cluster did not converge after healing: ${view.join(" ")}`);
+    const view = this.nodes.map((n) => (n.retired ? `${n.id}:removed` : n.rt ? `${n.id}:${n.rt.role}/t${n.rt.core.term}/c${n.rt.core.commit}/a${n.applied}` : `${n.id}:down`));
+    const cfg = this.leader()?.rt!.core.membership.config;
+    fail(`cluster did not converge after healing: ${view.join(" ")}${cfg ? ` (leader's configuration: voters ${cfg.voters.join(",")}, learners ${cfg.learners.join(",") || "-"})` : ""}`);
   }
 
   /** Every node's state holds, for each key, the latest acknowledged write or a later one. */
-  private checkNoAckedWriteLost(): void {
-    for (const n of this.nodes) {
+  private checkNoAckedWriteLost(members: SimNode[]): void {
+    for (const n of members) {
       for (const [key, rev] of this.ackedRev) {
         const kv = n.rt!.kv.range({ key: enc(key) }).kvs[0];
         const got = kv?.modRevision ?? 0;

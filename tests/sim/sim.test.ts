@@ -9,7 +9,7 @@ const BASE_SEED = Number(process.env.RAFTKV_SIM_SEED ?? 1);
 
 function runSeeds(label: string, opts: Omit<SimOptions, "seed" | "steps">): void {
   test(`${label}: ${SEEDS} seeds x ${STEPS} steps`, async () => {
-    const total = { committed: 0, acked: 0, reads: 0, crashes: 0, powerLosses: 0, pauses: 0, snapshots: 0, failStops: 0 };
+    const total = { committed: 0, acked: 0, reads: 0, crashes: 0, powerLosses: 0, pauses: 0, snapshots: 0, failStops: 0, adds: 0, promotions: 0, removals: 0 };
     for (let s = 0; s < SEEDS; s++) {
       const seed = BASE_SEED + s;
       try {
@@ -24,6 +24,9 @@ function runSeeds(label: string, opts: Omit<SimOptions, "seed" | "steps">): void
         total.pauses += st.pauses;
         total.snapshots += st.snapshotsInstalled;
         total.failStops += st.failStops;
+        total.adds += st.adds;
+        total.promotions += st.promotions;
+        total.removals += st.removals;
       } catch (err) {
         // The seed reproduces the failure exactly: RAFTKV_SIM_SEED=<seed> RAFTKV_SIM_SEEDS=1 bun test tests/sim
         console.error(`simulation "${label}" failed with seed ${seed} (steps ${STEPS}): ${(err as Error).message}`);
@@ -38,6 +41,11 @@ function runSeeds(label: string, opts: Omit<SimOptions, "seed" | "steps">): void
     if ((opts.crashRate ?? 1) > 0) expect(total.crashes).toBeGreaterThan(0);
     if (opts.snapshotEntries) expect(total.snapshots).toBeGreaterThan(0);
     if (opts.fsyncFailRate || opts.diskFullRate) expect(total.failStops).toBeGreaterThan(0);
+    if (opts.memberChangeRate) {
+      expect(total.adds).toBeGreaterThan(0);
+      expect(total.promotions).toBeGreaterThan(0);
+      expect(total.removals).toBeGreaterThan(0);
+    }
   }, 120_000);
 }
 
@@ -56,4 +64,7 @@ describe("simulation of the real runtime", () => {
     diskFullRate: 0.0005,
     snapshotEntries: 30,
   });
+  // Spares join as learners, get promoted, voters (the leader too) are removed and stopped, all while
+  // the faults above go on; removed ids never come back.
+  runSeeds("3-5 nodes with random membership changes", { nodes: 3, memberChangeRate: 0.01, snapshotEntries: 40 });
 });
