@@ -39,6 +39,13 @@ export class ByteWriter {
     this.pos += b.length;
   }
 
+  /** Bytes as they are (no length). */
+  raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
   /** A binary string (every char 0..255), written as its bytes. */
   binaryString(s: string): void {
     this.uvarint(s.length);

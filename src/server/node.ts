@@ -5,7 +5,7 @@ import { formatAddr, type NodeAddr } from "../config";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
-import { lockDataDir, loadLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
+import { lockDataDir, loadLatestSnapshot, loadLatestSnapshotAsync, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import { clusterIdOf, KnownPeers, loadOrCreateIdentity } from "../storage/identity";
 import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
@@ -240,6 +240,10 @@ export class RaftKvNode {
           writeSnapshotAsync: (snap) => writeSnapshotAsync(dir, forStorage(snap)),
           loadLatestSnapshot: () => {
             const snap = loadLatestSnapshot(dir, storageLog);
+            return snap && dropBootstrapConfig(unwrapSnapshot(snap), this.opts.nodes);
+          },
+          loadLatestSnapshotAsync: async () => {
+            const snap = await loadLatestSnapshotAsync(dir);
             return snap && dropBootstrapConfig(unwrapSnapshot(snap), this.opts.nodes);
           },
         },

@@ -35,7 +35,7 @@ export interface Transport {
    * it was handed over completely, false (or rejects) if the transfer failed. `onProgress` is called
    * whenever part of it got through (the follower is alive and the transfer not stalled).
    */
-  sendSnapshot(to: NodeId, term: number, load: () => Snapshot | null, onProgress: () => void): Promise<boolean>;
+  sendSnapshot(to: NodeId, term: number, load: () => Promise<Snapshot | null>, onProgress: () => void): Promise<boolean>;
 }
 
 /** The write-ahead log operations the runtime uses (src/storage/wal.ts). */
@@ -62,6 +62,8 @@ export interface RuntimeStorage {
   writeSnapshotAsync(snap: Snapshot): Promise<unknown>;
   /** The newest valid snapshot on disk, with its bytes. */
   loadLatestSnapshot(): Snapshot | null;
+  /** The same, read without blocking the event loop (production); used to send snapshots if present. */
+  loadLatestSnapshotAsync?(): Promise<Snapshot | null>;
 }
 
 export interface RuntimeOptions {
@@ -627,7 +629,7 @@ export class NodeRuntime {
     try {
       const progress = () => this.core.snapshotStreamProgress(peerId);
       // The file is read only once the follower answered: a follower that is down costs no read.
-      const load = () => (sent = this.storage.loadLatestSnapshot());
+      const load = async () => (sent = this.storage.loadLatestSnapshotAsync ? await this.storage.loadLatestSnapshotAsync() : this.storage.loadLatestSnapshot());
       if (!(await this.transport.sendSnapshot(peerId, term, load, progress))) throw new Error("transfer did not complete");
       const snap = sent as Snapshot | null;
       this.snapshotBackoff.delete(peerId);

@@ -107,13 +107,13 @@ export class TcpTransport implements Transport {
   }
 
   /** Stream a snapshot to a follower on its own connection, in chunks, with flow control. */
-  async sendSnapshot(peerId: NodeId, term: number, load: () => Snapshot | null, onProgress: () => void): Promise<boolean> {
+  async sendSnapshot(peerId: NodeId, term: number, load: () => Promise<Snapshot | null>, onProgress: () => void): Promise<boolean> {
     const peer = this.nodes.find((n) => n.id === peerId);
     if (!peer) throw new Error(`no address known for node ${peerId}`);
     let conn: FramedConn | null = null;
     try {
       conn = await dialFrames(peer.host, peer.port, { onFrame: () => {}, tls: this.options.tls });
-      const snap = load();
+      const snap = await load();
       if (!snap) return false;
       // The configuration travels ahead of the state machine's bytes (see membership.ts).
       const bytes = wrapSnapshotData(snap);

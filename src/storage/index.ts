@@ -7,6 +7,7 @@ export {
   SNAPSHOTS_KEPT,
   SnapshotCorruptError,
   loadLatestSnapshot,
+  loadLatestSnapshotAsync,
   snapshotFileName,
   snapshotFiles,
   writeSnapshot,

@@ -10,6 +10,7 @@
 //  36  u32 crc32 of header bytes 0..35
 //  40  data
 
+import { readFile } from "node:fs/promises";
 import * as path from "node:path";
 import type { Snapshot } from "../raft/types";
 import { readWholeFile, realDisk, type Disk } from "./disk";
@@ -206,7 +207,23 @@ export function loadLatestSnapshot(dir: string, _log?: StorageLog, disk: Disk = 
   const files = snapshotFiles(dir, disk);
   const newest = files[files.length - 1];
   if (newest === undefined) return null;
-  const result = decodeSnapshotFile(readWholeFile(disk, newest.path));
+  return checkedSnapshot(files, readWholeFile(disk, newest.path));
+}
+
+/**
+ * loadLatestSnapshot on the real disk, with the file read off the JS thread: a leader sending a
+ * 300 MB snapshot to a follower must not stop its heartbeats while it reads it.
+ */
+export async function loadLatestSnapshotAsync(dir: string): Promise<Snapshot | null> {
+  const files = snapshotFiles(dir);
+  const newest = files[files.length - 1];
+  if (newest === undefined) return null;
+  return checkedSnapshot(files, new Uint8Array(await readFile(newest.path)));
+}
+
+function checkedSnapshot(files: SnapshotFile[], bytes: Uint8Array): Snapshot {
+  const newest = files[files.length - 1]!;
+  const result = decodeSnapshotFile(bytes);
   const problem = typeof result === "string" ? result : result.index !== newest.index ? `its header says index ${result.index}` : null;
   if (problem !== null) throw new SnapshotCorruptError(newest.path, problem, files[files.length - 2]?.path ?? null);
   return result as Snapshot;

@@ -319,13 +319,15 @@ export class Sim {
     const transport: Transport = {
       send: (m) => this.send(node, incarnation, { kind: "msg", msg: m }),
       sendSnapshot: (to, term, load) =>
-        new Promise<boolean>((done) => {
-          const snap = load();
-          if (!snap) return done(false);
-          // On the wire with its configuration, as the TCP transport sends it (unwrapped on delivery).
-          const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: snap.index, term: snap.term, data: wrapSnapshotData(snap) } };
-          if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
-        }),
+        load().then(
+          (snap) =>
+            new Promise<boolean>((done) => {
+              if (!snap) return done(false);
+              // On the wire with its configuration, as the TCP transport sends it (unwrapped on delivery).
+              const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: snap.index, term: snap.term, data: wrapSnapshotData(snap) } };
+              if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
+            }),
+        ),
     };
     const rt = new NodeRuntime(
       {
