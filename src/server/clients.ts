@@ -187,20 +187,7 @@ export class ClientService {
           this.serveRange(conn, req.id, range);
           return;
         }
-        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
-        if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
-          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
-        }
-        const end = this.admit(conn, req.id);
-        if (!end) return;
-        const started = this.runtime.readIndex({
-          ready: () => this.settle(conn, req.id, end, () => this.serveRange(conn, req.id, range)),
-          failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
-        });
-        if (!started) {
-          end();
-          this.notLeader(conn, req.id);
-        }
+        this.linearizable(conn, req.id, () => this.serveRange(conn, req.id, range));
         return;
       }
       case "watch": {
@@ -214,20 +201,7 @@ export class ClientService {
         if (req.lease !== undefined && !(typeof req.lease === "number" && Number.isSafeInteger(req.lease) && req.lease > 0)) {
           throw new Error(`lease must be a positive integer, got ${JSON.stringify(req.lease)}`);
         }
-        if (this.runtime.role !== "leader") return this.notLeader(conn, req.id);
-        if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
-          return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
-        }
-        const end = this.admit(conn, req.id);
-        if (!end) return;
-        const started = this.runtime.readIndex({
-          ready: () => this.settle(conn, req.id, end, () => this.serveLeases(conn, req.id, req.lease)),
-          failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
-        });
-        if (!started) {
-          end();
-          this.notLeader(conn, req.id);
-        }
+        this.linearizable(conn, req.id, () => this.serveLeases(conn, req.id, req.lease));
         return;
       }
       case "write": {
@@ -327,6 +301,24 @@ export class ClientService {
   }
 
   /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
+  /** Serve a read once the leader has confirmed it still leads (ReadIndex) and applied that far. */
+  private linearizable(conn: ClientConn, reqId: number, serve: () => void): void {
+    if (this.runtime.role !== "leader") return this.notLeader(conn, reqId);
+    if (this.runtime.pendingReadCount >= MAX_PENDING_REQUESTS) {
+      return this.reply(conn, reqId, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} requests pending; retry later` });
+    }
+    const end = this.admit(conn, reqId);
+    if (!end) return;
+    const started = this.runtime.readIndex({
+      ready: () => this.settle(conn, reqId, end, serve),
+      failed: (f) => this.settle(conn, reqId, end, () => this.fail(conn, reqId, f)),
+    });
+    if (!started) {
+      end();
+      this.notLeader(conn, reqId);
+    }
+  }
+
   private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
     let result;
     try {
