@@ -196,21 +196,30 @@ describe("mutual TLS", () => {
   });
 
   test("HTTPS /health needs no client certificate; SIGHUP picks up a new node certificate", async () => {
+    // One attempt settles within 2 s whatever happens (the node may be rebinding its listener after
+    // SIGHUP, closing a connection before its handshake): waitFor then tries again.
     const serial = async (id: number) =>
       new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no TLS handshake within 2 s")), 2000);
+        const settle = (fn: () => void) => {
+          clearTimeout(timer);
+          fn();
+        };
         Bun.connect({
           hostname: "127.0.0.1",
           port: c.ports[id]!,
           tls: { ...admin, serverName: "127.0.0.1" },
           socket: {
             handshake(s) {
-              resolve(s.getPeerCertificate().serialNumber);
+              settle(() => resolve(s.getPeerCertificate().serialNumber));
               s.end();
             },
             data() {},
-            connectError: (_s, e) => reject(e),
+            connectError: (_s, e) => settle(() => reject(e)),
+            error: (_s, e) => settle(() => reject(e)),
+            close: () => settle(() => reject(new Error("closed before the TLS handshake"))),
           },
-        });
+        }).catch((e) => settle(() => reject(e)));
       });
     const health = await fetch(`https://127.0.0.1:${httpPorts[0]}/health`, { tls: { ca: admin.ca } });
     expect(health.status === 200 || health.status === 503).toBe(true);
