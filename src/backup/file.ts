@@ -13,26 +13,17 @@ import { createHash } from "node:crypto";
 import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import * as path from "node:path";
 import { realDisk } from "../storage";
+import type { SnapshotSaveHeader } from "../protocol";
 
 const MAGIC = new TextEncoder().encode("RKVBAK01");
 /** Longest header a backup file may have (it is a few hundred bytes). */
 export const MAX_BACKUP_HEADER_BYTES = 64 * 1024;
 
-export interface BackupHeader {
-  /** Cluster-wide revision of the state. */
-  revision: number;
-  /** Log index and term the state was applied through, on the node that captured it. */
-  index: number;
-  term: number;
-  keys: number;
-  /** Bytes of state after the header. */
-  size: number;
-  /** sha256 (hex) of the state bytes. */
-  sha256: string;
-  /** The node that captured it, and when (ISO 8601; informational). */
-  node: number;
-  savedAt: string;
-}
+/**
+ * The file's header: what the leader announced for the save (src/protocol.ts), less the transfer's own
+ * fields, plus when it was saved (ISO 8601; informational).
+ */
+export type BackupHeader = Omit<SnapshotSaveHeader, "save" | "chunkBytes"> & { savedAt: string };
 
 /** A file that is not a complete, intact raftkv backup. */
 export class BackupFileError extends Error {
