@@ -101,6 +101,7 @@ try {
   })();
 
   t0 = performance.now();
+  const restartedAt = new Date().toISOString();
   c.start(follower);
   await waitFor(
     `node ${follower} to catch up to index ${target}`,
@@ -111,10 +112,10 @@ try {
   const catchUpS = (performance.now() - t0) / 1000;
   watching = false;
   await watcher;
-  const logs = c.logs(leader).split("\n").filter((l) => /sent snapshot|snapshot transfer failed/.test(l));
-  const flogs = c.logs(follower).split("\n").filter((l) => /installed snapshot/.test(l));
-  console.log(logs.join("\n"));
-  console.log(flogs.join("\n"));
+  // What each node said about snapshots, stalls and leadership from the restart on, in time order.
+  const interesting = /snapshot|stalled|leader|candidate|recovered|serving/;
+  const lines = [0, 1, 2].flatMap((i) => c.logs(i).split("\n").filter((l) => interesting.test(l) && l.slice(6, 30) >= restartedAt));
+  console.log(lines.sort((a, b) => a.slice(6, 30).localeCompare(b.slice(6, 30))).join("\n"));
   console.log(`follower ${follower} restarted and caught up to index ${target} in ${catchUpS.toFixed(1)} s (from process start, snapshot transfer and install included)`);
   console.log(changes.length ? `LEADER OR TERM CHANGED: ${[...new Set(changes)].join("; ")}` : `no leader change: node ${leader} led in term ${term0} throughout`);
 } finally {

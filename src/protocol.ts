@@ -29,6 +29,8 @@ export interface SnapChunkFrame {
   snapTerm: number;
   offset: number;
   total: number;
+  /** crc32 of all `total` bytes (the snapshot file's): the receiver checks what it reassembled. */
+  crc: number;
   data: Uint8Array;
 }
 

@@ -38,6 +38,13 @@ export const MAX_WATCHES_TOTAL = 10_000;
 export const SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS = 10_000;
 
 /**
+ * The largest snapshot a node accepts from its leader (the receiver holds it in one buffer, allocated
+ * when the first chunk announces the size). A state machine whose snapshot outgrows it can no longer
+ * catch a follower up: keep the state well below it.
+ */
+export const MAX_SNAPSHOT_TRANSFER_BYTES = 4 * 1024 * 1024 * 1024;
+
+/**
  * `raftkv snapshot save` transfers a node serves at once. Each holds an encoded copy of the whole state
  * until its client has pulled it (or goes away), so more are refused with TOO_BUSY.
  */
@@ -57,11 +64,13 @@ export const LIMITS_HELP: readonly [name: string, value: number, meaning: string
   ["watches per connection", MAX_WATCHES_PER_CONNECTION, "then TOO_MANY_WATCHES"],
   ["watches per node", MAX_WATCHES_TOTAL, "then TOO_MANY_WATCHES"],
   ["snapshot transfer idle timeout (ms)", SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS, "one incoming transfer per configured peer; dropped after this long without a chunk, or when its connection closes"],
+  ["snapshot transfer size (bytes)", MAX_SNAPSHOT_TRANSFER_BYTES, "the largest snapshot a follower accepts from its leader (held in one buffer while it arrives)"],
   ["snapshot saves per node", MAX_SNAPSHOT_SAVES, "`raftkv snapshot save` transfers at once (each holds a copy of the state); then TOO_BUSY"],
   ["snapshot save idle timeout (ms)", SNAPSHOT_SAVE_IDLE_TIMEOUT_MS, "a save whose client pulls no chunk for this long is dropped, as when its connection closes"],
 ];
 
 export function formatLimitsHelp(): string {
   const width = Math.max(...LIMITS_HELP.map(([name]) => name.length));
-  return ["Limits (each refusal says which limit it hit):", ...LIMITS_HELP.map(([name, value, meaning]) => `    ${name.padEnd(width)}  ${String(value).padStart(6)}  ${meaning}`)].join("\n");
+  const valueWidth = Math.max(...LIMITS_HELP.map(([, value]) => String(value).length));
+  return ["Limits (each refusal says which limit it hit):", ...LIMITS_HELP.map(([name, value, meaning]) => `    ${name.padEnd(width)}  ${String(value).padStart(valueWidth)}  ${meaning}`)].join("\n");
 }

@@ -288,6 +288,7 @@ export class NodeMetrics {
   private readonly snapshots = this.r.counter("raftkv_snapshots_total", "Snapshots this node wrote of its state machine.");
   private readonly snapshotSize = this.r.gauge("raftkv_snapshot_size_bytes", "Size of the latest snapshot this node wrote.");
   private readonly snapshotDuration = this.r.histogram("raftkv_snapshot_duration_seconds", "Time to encode and durably write a snapshot.", SLOW_BUCKETS);
+  private readonly eventLoopStalls = this.r.histogram("raftkv_event_loop_stall_seconds", "Times the JS thread was busy long enough to delay heartbeats (over 2 heartbeat intervals), by how long.", SLOW_BUCKETS);
   private readonly peerSentBytes = this.r.counter("raftkv_peer_sent_bytes_total", "Bytes sent to a peer.", ["peer"]);
   private readonly peerReceivedBytes = this.r.counter("raftkv_peer_received_bytes_total", "Bytes received from a peer.", ["peer"]);
   private readonly peerSentMessages = this.r.counter("raftkv_peer_sent_messages_total", "Raft messages sent to a peer.", ["peer"]);
@@ -393,6 +394,10 @@ export class NodeMetrics {
     if (!entries) return;
     this.proposalsApplied.inc(entries);
     this.applyDuration.observe(ms / 1000);
+  }
+
+  eventLoopStalled(ms: number): void {
+    this.eventLoopStalls.observe(ms / 1000);
   }
 
   snapshotWritten(bytes: number, ms: number): void {

@@ -5,7 +5,7 @@ import { formatAddr, type NodeAddr } from "../config";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
-import { lockDataDir, loadLatestSnapshot, loadLatestSnapshotAsync, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
+import { lockDataDir, openLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
 import { clusterIdOf, KnownPeers, loadOrCreateIdentity } from "../storage/identity";
 import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
 import { VERSION } from "../protocol";
@@ -19,6 +19,7 @@ import { NodeMetrics } from "./metrics";
 import { NodeRuntime, type Clock } from "./runtime";
 import { TcpTransport } from "./transport";
 import { Watches } from "./watches";
+import { StallWatch } from "./stall";
 
 export interface NodeOptions {
   id: number;
@@ -53,6 +54,8 @@ export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
 export { MAX_PENDING_REQUESTS } from "./limits";
 /** A node idle (nothing applied) this long runs one full garbage collection. */
 const IDLE_GC_AFTER_MS = 2000;
+/** How often the event loop's health is checked (stall.ts). */
+const STALL_WATCH_MS = 20;
 /** Granularity of the Raft clock. */
 const TICK_MS = 10;
 
@@ -86,6 +89,7 @@ export class RaftKvNode {
   private gate!: ConnectionGate;
   private tls: TlsMaterial | undefined;
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
+  private stopStallWatch: (() => void) | null = null;
   private stopped = false;
   private readonly startedAt = Date.now();
   private readonly metrics = new NodeMetrics(() => {
@@ -186,6 +190,14 @@ export class RaftKvNode {
     }
     this.transport.connect();
     this.runtime.start();
+    this.stopStallWatch = new StallWatch({
+      intervalMs: STALL_WATCH_MS,
+      thresholdMs: 2 * this.opts.heartbeatMs,
+      onStall: (ms) => {
+        this.metrics.eventLoopStalled(ms);
+        this.log.warn("event loop stalled: heartbeats and replies were late", { ms: Math.round(ms), role: this.runtime.core.role, electionMs: this.opts.electionMs });
+      },
+    }).start();
     this.leaseTimer = setInterval(() => {
       this.leases.expire();
       this.transport.expireSnapshotTransfers();
@@ -238,14 +250,8 @@ export class RaftKvNode {
           wal,
           writeSnapshot: (snap) => writeSnapshot(dir, forStorage(snap)),
           writeSnapshotAsync: (snap) => writeSnapshotAsync(dir, forStorage(snap)),
-          loadLatestSnapshot: () => {
-            const snap = loadLatestSnapshot(dir, storageLog);
-            return snap && dropBootstrapConfig(unwrapSnapshot(snap), this.opts.nodes);
-          },
-          loadLatestSnapshotAsync: async () => {
-            const snap = await loadLatestSnapshotAsync(dir);
-            return snap && dropBootstrapConfig(unwrapSnapshot(snap), this.opts.nodes);
-          },
+          // The file's bytes are what a follower gets: the configuration (if any) ahead of the state's.
+          openLatestSnapshot: () => openLatestSnapshot(dir),
         },
         recovered: state,
         log: this.log,
@@ -279,6 +285,7 @@ export class RaftKvNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.stopStallWatch?.();
     this.transport.close();
     this.listener?.stop();
     this.http?.stop();

@@ -7,7 +7,7 @@ import type { ApplyResult } from "../kv/types";
 import { AssertionError, RaftCore, type RaftConfig } from "../raft/core";
 import type { ConfChange } from "../raft/confchange";
 import { ENTRY_CONFIG, NONE, type ClusterConfig, type Entry, type HardState, type Message, type NodeId, type Ready, type Role, type Snapshot, type SnapshotMeta } from "../raft/types";
-import type { RecoveredState } from "../storage";
+import type { RecoveredState, SnapshotReader } from "../storage";
 import type { ErrorCode } from "../protocol";
 import type { Logger } from "./log";
 import type { NodeMetrics } from "./metrics";
@@ -30,12 +30,27 @@ export interface Transport {
   /** Send one message (never a snapshot) to `m.to`; it may be lost. */
   send(m: Message): void;
   /**
-   * Deliver a snapshot to `to` (the receiver steps it as a "snap" message of `term`). `load` reads it
-   * from disk; call it only once the follower is reachable (it is large). Resolves true once
-   * it was handed over completely, false (or rejects) if the transfer failed. `onProgress` is called
-   * whenever part of it got through (the follower is alive and the transfer not stalled).
+   * Deliver a snapshot to `to` (the receiver steps it as a "snap" message of `term`). `open` opens the
+   * file (null: there is none); call it only once the follower is reachable, and read it a piece at a
+   * time (it is large). Resolves true once it was handed over completely, false (or rejects) if the
+   * transfer failed; rejects with StaleSnapshotStream as soon as `stream.current()` turns false.
    */
-  sendSnapshot(to: NodeId, term: number, load: () => Promise<Snapshot | null>, onProgress: () => void): Promise<boolean>;
+  sendSnapshot(to: NodeId, term: number, open: () => Promise<SnapshotReader | null>, stream: SnapshotStream): Promise<boolean>;
+}
+
+/** What a snapshot transfer asks of the runtime while it streams. */
+export interface SnapshotStream {
+  /** Part of the snapshot got through: the follower is alive and the transfer not stalled. */
+  progress(): void;
+  /** This node still leads the term the transfer was started in (else the follower refuses it). */
+  current(): boolean;
+}
+
+/** A snapshot transfer stopped because its sender no longer leads the term it was sent in. */
+export class StaleSnapshotStream extends Error {
+  constructor(readonly term: number) {
+    super(`no longer the leader of term ${term}`);
+  }
 }
 
 /** The write-ahead log operations the runtime uses (src/storage/wal.ts). */
@@ -60,10 +75,8 @@ export interface RuntimeStorage {
   writeSnapshot(snap: Snapshot): void;
   /** The same without blocking the event loop. */
   writeSnapshotAsync(snap: Snapshot): Promise<unknown>;
-  /** The newest valid snapshot on disk, with its bytes. */
-  loadLatestSnapshot(): Snapshot | null;
-  /** The same, read without blocking the event loop (production); used to send snapshots if present. */
-  loadLatestSnapshotAsync?(): Promise<Snapshot | null>;
+  /** The newest snapshot file opened for streaming to a follower, or null if there is none. */
+  openLatestSnapshot(): Promise<SnapshotReader | null>;
 }
 
 export interface RuntimeOptions {
@@ -625,22 +638,32 @@ export class NodeRuntime {
       return;
     }
     this.snapshotStreams.add(peerId);
-    let sent: Snapshot | null = null;
+    let reader: SnapshotReader | null = null;
+    const t0 = this.clock.now();
     try {
-      const progress = () => this.core.snapshotStreamProgress(peerId);
-      // The file is read only once the follower answered: a follower that is down costs no read.
-      const load = async () => (sent = this.storage.loadLatestSnapshotAsync ? await this.storage.loadLatestSnapshotAsync() : this.storage.loadLatestSnapshot());
-      if (!(await this.transport.sendSnapshot(peerId, term, load, progress))) throw new Error("transfer did not complete");
-      const snap = sent as Snapshot | null;
+      const stream: SnapshotStream = {
+        progress: () => this.core.snapshotStreamProgress(peerId),
+        current: () => !this.stopped && this.core.role === "leader" && this.core.term === term,
+      };
+      // The file is opened only once the follower answered: a follower that is down costs no read.
+      const open = async () => (reader = await this.storage.openLatestSnapshot());
+      if (!(await this.transport.sendSnapshot(peerId, term, open, stream))) throw new Error("transfer did not complete");
+      const sent = reader as SnapshotReader | null;
       this.snapshotBackoff.delete(peerId);
-      this.log.info("sent snapshot to follower", { peer: peerId, index: snap?.index, bytes: snap?.data.length });
+      this.log.info("sent snapshot to follower", { peer: peerId, index: sent?.index, bytes: sent?.size, ms: Math.round(this.clock.now() - t0) });
       this.core.reportSnapshot(peerId, true);
     } catch (err) {
+      if (err instanceof StaleSnapshotStream) {
+        // A follower refuses a stream of an older term: stop at once (the new leader sends its own).
+        this.log.info("stopped sending a snapshot: no longer the leader of its term", { peer: peerId, streamTerm: err.term });
+        return;
+      }
       const delayMs = Math.min(SNAPSHOT_RETRY_MAX_MS, Math.max(SNAPSHOT_RETRY_MIN_MS, 2 * (backoff?.delayMs ?? 0)));
       this.snapshotBackoff.set(peerId, { retryAt: this.clock.now() + delayMs, delayMs });
       this.log.warn("snapshot transfer failed", { peer: peerId, reason: (err as Error).message, retryInMs: delayMs });
       this.core.reportSnapshot(peerId, false);
     } finally {
+      (reader as SnapshotReader | null)?.close();
       this.snapshotStreams.delete(peerId);
       this.scheduleReady();
     }

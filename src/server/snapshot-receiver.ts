@@ -2,11 +2,17 @@
 // its own; the follower reassembles it here and hands the whole snapshot to its core.
 //
 // Memory is bounded: chunks are accepted only from configured peers, at most one transfer per peer is
-// kept (a new one from the same peer replaces it), and a transfer is dropped when its connection closes
-// or when no chunk of it has arrived for SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS.
+// kept (a new one from the same peer replaces it), a transfer announcing more than
+// MAX_SNAPSHOT_TRANSFER_BYTES is refused, and a transfer is dropped when its connection closes or when no
+// chunk of it has arrived for SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS.
+//
+// Each chunk is copied once, into a buffer of the announced size allocated with the first chunk, so the
+// last chunk completes the snapshot without a 300 MB copy of the parts; the bytes are checked against
+// the sender's crc32 as they arrive.
 
 import type { SnapChunkFrame } from "../protocol";
-import { SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS } from "./limits";
+import { crc32 } from "../storage/util";
+import { MAX_SNAPSHOT_TRANSFER_BYTES, SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS } from "./limits";
 
 /** A snapshot whose last chunk has arrived. */
 export interface ReceivedSnapshot {
@@ -14,6 +20,8 @@ export interface ReceivedSnapshot {
   /** The sender's term when it sent the snapshot. */
   term: number;
   snapshot: { index: number; term: number; data: Uint8Array };
+  /** Milliseconds from the first chunk to the last. */
+  ms: number;
 }
 
 interface Transfer {
@@ -21,9 +29,13 @@ interface Transfer {
   index: number;
   snapTerm: number;
   term: number;
-  parts: Uint8Array[];
+  data: Uint8Array;
   received: number;
   total: number;
+  /** The sender's crc32 of the whole, and ours of what arrived so far. */
+  crc: number;
+  running: number;
+  startedAt: number;
   lastChunkAt: number;
 }
 
@@ -72,6 +84,9 @@ export class SnapshotReceiver {
       !Number.isSafeInteger(f.snapTerm) ||
       !Number.isSafeInteger(f.offset) ||
       !Number.isSafeInteger(f.total) ||
+      !Number.isSafeInteger(f.crc) ||
+      f.crc < 0 ||
+      f.crc > 0xffff_ffff ||
       f.offset < 0 ||
       f.total < 0 ||
       !(f.data instanceof Uint8Array)
@@ -84,29 +99,32 @@ export class SnapshotReceiver {
     let t = this.transfers.get(f.from);
     if (f.offset === 0) {
       if (t) this.drop(f.from, "a new transfer from the same peer started");
-      t = { conn, index: f.index, snapTerm: f.snapTerm, term: f.term, parts: [], received: 0, total: f.total, lastChunkAt: 0 };
+      if (f.total > MAX_SNAPSHOT_TRANSFER_BYTES) {
+        throw new Error(`snapshot of ${f.total} bytes from node ${f.from} is over the ${MAX_SNAPSHOT_TRANSFER_BYTES}-byte limit on a snapshot transfer`);
+      }
+      const now = this.opts.now();
+      t = { conn, index: f.index, snapTerm: f.snapTerm, term: f.term, data: new Uint8Array(f.total), received: 0, total: f.total, crc: f.crc, running: 0, startedAt: now, lastChunkAt: now };
       this.transfers.set(f.from, t);
     }
     // The rest of a transfer already dropped, or a stray chunk on another connection (a transfer
     // restarted by the leader begins at offset 0 on a new connection).
     if (!t || t.conn !== conn) return null;
-    if (t.index !== f.index || t.received !== f.offset || f.offset + f.data.length > t.total) {
+    if (t.index !== f.index || t.crc !== f.crc || t.received !== f.offset || f.offset + f.data.length > t.total) {
       this.drop(f.from, `chunk out of order (offset ${f.offset} of snapshot ${f.index}, expected ${t.received} of ${t.index})`);
       return null;
     }
-    t.parts.push(f.data);
+    t.data.set(f.data, f.offset);
+    t.running = crc32(f.data, t.running);
     t.received += f.data.length;
     t.term = f.term;
     t.lastChunkAt = this.opts.now();
     if (t.received < t.total) return null;
-    this.transfers.delete(f.from);
-    const data = new Uint8Array(t.total);
-    let at = 0;
-    for (const p of t.parts) {
-      data.set(p, at);
-      at += p.length;
+    if (t.running !== t.crc) {
+      this.drop(f.from, `crc mismatch: the sender said ${t.crc}, the bytes received have ${t.running}`);
+      return null;
     }
-    return { from: f.from, term: t.term, snapshot: { index: t.index, term: t.snapTerm, data } };
+    this.transfers.delete(f.from);
+    return { from: f.from, term: t.term, snapshot: { index: t.index, term: t.snapTerm, data: t.data }, ms: t.lastChunkAt - t.startedAt };
   }
 
   /** The connection closed: drop the transfers that came on it. */

@@ -5,11 +5,12 @@
 import type { NodeAddr } from "../config";
 import { dialFrames, PeerLink, RefusedError, type FramedConn, type TlsMaterial } from "../net";
 import { parseMessage, toWire } from "../raft/wire";
-import type { Message, NodeId, Snapshot } from "../raft/types";
+import type { Message, NodeId } from "../raft/types";
 import type { HelloFrame, RaftFrame, SnapChunkFrame } from "../protocol";
 import type { Logger } from "./log";
-import { unwrapSnapshotData, wrapSnapshotData } from "./membership";
-import type { Transport } from "./runtime";
+import type { SnapshotReader } from "../storage";
+import { unwrapSnapshotData } from "./membership";
+import { StaleSnapshotStream, type SnapshotStream, type Transport } from "./runtime";
 import { SnapshotReceiver } from "./snapshot-receiver";
 
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
@@ -107,39 +108,41 @@ export class TcpTransport implements Transport {
   }
 
   /** Stream a snapshot to a follower on its own connection, in chunks, with flow control. */
-  async sendSnapshot(peerId: NodeId, term: number, load: () => Promise<Snapshot | null>, onProgress: () => void): Promise<boolean> {
+  async sendSnapshot(peerId: NodeId, term: number, open: () => Promise<SnapshotReader | null>, stream: SnapshotStream): Promise<boolean> {
     const peer = this.nodes.find((n) => n.id === peerId);
     if (!peer) throw new Error(`no address known for node ${peerId}`);
+    const stillLeader = () => {
+      if (conn?.closed || this.closed) throw new Error("connection closed");
+      if (!stream.current()) throw new StaleSnapshotStream(term);
+    };
     let conn: FramedConn | null = null;
     try {
       conn = await dialFrames(peer.host, peer.port, { onFrame: () => {}, tls: this.options.tls });
-      const snap = await load();
+      const snap = await open();
       if (!snap) return false;
-      // The configuration travels ahead of the state machine's bytes (see membership.ts).
-      const bytes = wrapSnapshotData(snap);
       conn.send(this.options.hello);
-      const total = bytes.length;
-      for (let offset = 0; offset < total || (offset === 0 && total === 0); offset += SNAPSHOT_CHUNK_BYTES) {
+      // The file's bytes as they are (the configuration ahead of the state machine's), read a chunk at
+      // a time off the JS thread; at most SNAPSHOT_STREAM_WINDOW_BYTES wait in the send queue.
+      for (let offset = 0; offset < snap.size || offset === 0; ) {
         while (conn.queuedBytes > SNAPSHOT_STREAM_WINDOW_BYTES) {
-          if (conn.closed || this.closed) throw new Error("connection closed");
+          stillLeader();
           await Bun.sleep(2);
         }
-        const chunk: SnapChunkFrame = {
-          k: "snapChunk",
-          from: this.id,
-          term,
-          index: snap.index,
-          snapTerm: snap.term,
-          offset,
-          total,
-          data: bytes.subarray(offset, Math.min(total, offset + SNAPSHOT_CHUNK_BYTES)),
-        };
+        stillLeader();
+        const data = await snap.read(offset, SNAPSHOT_CHUNK_BYTES);
+        // The stream belongs to its term: a node that stopped leading it stops sending at once.
+        stillLeader();
+        const chunk: SnapChunkFrame = { k: "snapChunk", from: this.id, term, index: snap.index, snapTerm: snap.term, offset, total: snap.size, crc: snap.crc, data };
         if (!conn.send(chunk)) throw new Error("send queue full");
         // The previous chunks left the queue: the follower is alive and the transfer not stalled.
-        onProgress();
-        if (total === 0) break;
+        stream.progress();
+        if (snap.size === 0) break;
+        offset += data.length;
       }
-      while (conn.queuedBytes > 0 && !conn.closed) await Bun.sleep(2);
+      while (conn.queuedBytes > 0) {
+        stillLeader();
+        await Bun.sleep(2);
+      }
       return true;
     } finally {
       conn?.close();
@@ -155,6 +158,7 @@ export class TcpTransport implements Transport {
     const done = this.incoming.receive(conn, f);
     onContact(f.from, f.term);
     if (!done) return null;
+    this.log.info("received snapshot", { from: done.from, index: done.snapshot.index, bytes: done.snapshot.data.length, ms: Math.round(done.ms) });
     let snapshot: { index: number; term: number; data: Uint8Array; config?: unknown };
     try {
       // The configuration travels ahead of the state machine's bytes (membership.ts).

@@ -17,6 +17,8 @@ export interface Disk {
   size(fd: number): number;
   /** Reads up to `into.length` bytes at `position`; returns how many it read (fewer at the end of the file). */
   read(fd: number, into: Uint8Array, position: number): number;
+  /** Same as read, without blocking the event loop. */
+  readAsync(fd: number, into: Uint8Array, position: number): Promise<number>;
   /** Writes all of `bytes` at `position` (into the page cache: not durable until fdatasync). */
   write(fd: number, bytes: Uint8Array, position: number): void;
   /** Same as write, without blocking the event loop. */
@@ -59,6 +61,17 @@ export const realDisk: Disk = {
       if (n <= 0) throw new Error(`short write: wrote ${written} of ${bytes.length} bytes`);
       written += n;
     }
+  },
+  async readAsync(fd, into, position) {
+    let total = 0;
+    while (total < into.length) {
+      const n = await new Promise<number>((resolve, reject) =>
+        fs.read(fd, into, total, into.length - total, position + total, (err, count) => (err ? reject(err) : resolve(count))),
+      );
+      if (n === 0) break;
+      total += n;
+    }
+    return total;
   },
   async writeAsync(fd, bytes, position) {
     let written = 0;

@@ -7,12 +7,14 @@ export {
   SNAPSHOTS_KEPT,
   SnapshotCorruptError,
   loadLatestSnapshot,
-  loadLatestSnapshotAsync,
+  openLatestSnapshot,
+  snapshotReaderOf,
   snapshotFileName,
   snapshotFiles,
   writeSnapshot,
   writeSnapshotAsync,
   type SnapshotFile,
+  type SnapshotReader,
   type StorageLog,
 } from "./snapshot";
 export {

@@ -257,6 +257,10 @@ export class SimDisk implements Disk {
     handle.inode.pending.push({ kind: "write", position, bytes: copy });
   }
 
+  async readAsync(fd: number, into: Uint8Array, position: number): Promise<number> {
+    return this.read(fd, into, position);
+  }
+
   async writeAsync(fd: number, bytes: Uint8Array, position: number): Promise<void> {
     this.write(fd, bytes, position);
   }

@@ -10,7 +10,6 @@
 //  36  u32 crc32 of header bytes 0..35
 //  40  data
 
-import { readFile } from "node:fs/promises";
 import * as path from "node:path";
 import type { Snapshot } from "../raft/types";
 import { readWholeFile, realDisk, type Disk } from "./disk";
@@ -35,6 +34,25 @@ export class SnapshotCorruptError extends Error {
             `node with a new member from a healthy peer.`),
     );
   }
+}
+
+/**
+ * A snapshot opened for streaming (openLatestSnapshot). Its data is what the file holds: the cluster
+ * configuration, if any, ahead of the state machine's bytes.
+ */
+export interface SnapshotReader {
+  readonly index: number;
+  readonly term: number;
+  /** Bytes of data. */
+  readonly size: number;
+  /** crc32 of the data (the file header's). */
+  readonly crc: number;
+  /**
+   * `length` bytes of data at `offset` (fewer at the end). Data read in order is checked: the read that
+   * completes it throws SnapshotCorruptError if the crc does not match the header's.
+   */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  close(): void;
 }
 
 export const SNAPSHOT_HEADER_BYTES = 40;
@@ -99,9 +117,9 @@ function encodeSnapshotHeader(snap: Snapshot): Uint8Array {
   return header;
 }
 
-/** Parses a whole snapshot file; returns the snapshot or the reason it is invalid. */
-export function decodeSnapshotFile(bytes: Uint8Array): Snapshot | string {
-  if (bytes.length < SNAPSHOT_HEADER_BYTES) return `file too short (${bytes.length} bytes)`;
+/** Checks a file's header (`bytes` holds at least its first SNAPSHOT_HEADER_BYTES) against its size. */
+function checkHeader(bytes: Uint8Array, fileSize: number): { index: number; term: number; size: number; crc: number } | string {
+  if (bytes.length < SNAPSHOT_HEADER_BYTES) return `file too short (${fileSize} bytes)`;
   for (let i = 0; i < SNAPSHOT_MAGIC.length; i++) {
     if (bytes[i] !== SNAPSHOT_MAGIC[i]) return "bad magic";
   }
@@ -111,14 +129,21 @@ export function decodeSnapshotFile(bytes: Uint8Array): Snapshot | string {
   if (version !== SNAPSHOT_FORMAT_VERSION) return `unsupported format version ${version}`;
   const index = getU64(view, 8);
   const term = getU64(view, 16);
-  const dataLength = getU64(view, 24);
-  if (Number.isNaN(index) || Number.isNaN(term) || Number.isNaN(dataLength)) return "header field out of range";
-  if (bytes.length !== SNAPSHOT_HEADER_BYTES + dataLength) {
-    return `size mismatch: header says ${dataLength} data bytes, file has ${bytes.length - SNAPSHOT_HEADER_BYTES}`;
+  const size = getU64(view, 24);
+  if (Number.isNaN(index) || Number.isNaN(term) || Number.isNaN(size)) return "header field out of range";
+  if (fileSize !== SNAPSHOT_HEADER_BYTES + size) {
+    return `size mismatch: header says ${size} data bytes, file has ${fileSize - SNAPSHOT_HEADER_BYTES}`;
   }
+  return { index, term, size, crc: view.getUint32(32, true) };
+}
+
+/** Parses a whole snapshot file; returns the snapshot or the reason it is invalid. */
+export function decodeSnapshotFile(bytes: Uint8Array): Snapshot | string {
+  const header = checkHeader(bytes, bytes.length);
+  if (typeof header === "string") return header;
   const data = bytes.subarray(SNAPSHOT_HEADER_BYTES);
-  if (view.getUint32(32, true) !== crc32(data)) return "data crc mismatch";
-  return { index, term, data };
+  if (header.crc !== crc32(data)) return "data crc mismatch";
+  return { index: header.index, term: header.term, data };
 }
 
 function removeIfPresent(file: string, disk: Disk): void {
@@ -211,14 +236,64 @@ export function loadLatestSnapshot(dir: string, _log?: StorageLog, disk: Disk = 
 }
 
 /**
- * loadLatestSnapshot on the real disk, with the file read off the JS thread: a leader sending a
- * 300 MB snapshot to a follower must not stop its heartbeats while it reads it.
+ * The newest snapshot file, opened for streaming to a follower: its header is checked now, its data is
+ * read a piece at a time off the JS thread (a leader sending a 300 MB snapshot must neither stop its
+ * heartbeats to read it nor hold a second copy of it in memory) and checked as it is read.
  */
-export async function loadLatestSnapshotAsync(dir: string): Promise<Snapshot | null> {
-  const files = snapshotFiles(dir);
+export async function openLatestSnapshot(dir: string, disk: Disk = realDisk): Promise<SnapshotReader | null> {
+  const files = snapshotFiles(dir, disk);
   const newest = files[files.length - 1];
   if (newest === undefined) return null;
-  return checkedSnapshot(files, new Uint8Array(await readFile(newest.path)));
+  const corrupt = (problem: string) => new SnapshotCorruptError(newest.path, problem, files[files.length - 2]?.path ?? null);
+  const fd = disk.open(newest.path, "r");
+  try {
+    const header = new Uint8Array(SNAPSHOT_HEADER_BYTES);
+    const problem = checkHeader(header.subarray(0, disk.read(fd, header, 0)), disk.size(fd));
+    if (typeof problem === "string") throw corrupt(problem);
+    if (problem.index !== newest.index) throw corrupt(`its header says index ${problem.index}`);
+    const { index, term, size, crc } = problem;
+    let checked = 0;
+    let running = 0;
+    let closed = false;
+    return {
+      index,
+      term,
+      size,
+      crc,
+      async read(offset, length) {
+        if (closed) throw new Error(`snapshot ${newest.path} is closed`);
+        const into = new Uint8Array(Math.max(0, Math.min(length, size - offset)));
+        const n = await disk.readAsync(fd, into, SNAPSHOT_HEADER_BYTES + offset);
+        if (n !== into.length) throw corrupt(`it ended at data byte ${offset + n}, its header says ${size}`);
+        if (offset === checked) {
+          running = crc32(into, running);
+          checked += n;
+          if (checked === size && running !== crc) throw corrupt("data crc mismatch");
+        }
+        return into;
+      },
+      close() {
+        if (closed) return;
+        closed = true;
+        disk.close(fd);
+      },
+    };
+  } catch (err) {
+    disk.close(fd);
+    throw err;
+  }
+}
+
+/** A snapshot already in memory as a SnapshotReader (tests, and senders that hold one). */
+export function snapshotReaderOf(snap: Snapshot): SnapshotReader {
+  return {
+    index: snap.index,
+    term: snap.term,
+    size: snap.data.length,
+    crc: crc32(snap.data),
+    read: async (offset, length) => snap.data.subarray(offset, Math.min(snap.data.length, offset + length)),
+    close: () => {},
+  };
 }
 
 function checkedSnapshot(files: SnapshotFile[], bytes: Uint8Array): Snapshot {

@@ -30,8 +30,9 @@ export function getI64(view: DataView, offset: number): number {
   return high * TWO_POW_32 + low;
 }
 
-export function crc32(bytes: Uint8Array): number {
-  return Bun.hash.crc32(bytes) >>> 0;
+/** crc32 of `bytes`; pass the crc of what came before as `seed` to continue it (crc32(a ++ b) = crc32(b, crc32(a))). */
+export function crc32(bytes: Uint8Array, seed = 0): number {
+  return Bun.hash.crc32(bytes, seed) >>> 0;
 }
 
 export function errorCode(err: unknown): string | undefined {

@@ -208,7 +208,7 @@ describe("abusive clients against a 3-node cluster", () => {
     const rssBefore = rssMiB(pid);
     const chunk = new Uint8Array(6 * MiB);
     const conns = await Promise.all(Array.from({ length: 12 }, () => rawClient(c.ports[target]!)));
-    conns.forEach(({ conn }, i) => conn.send({ k: "snapChunk", from: 100 + i, term: 0, index: 1_000_000, snapTerm: 1, offset: 0, total: 1024 * MiB, data: chunk }));
+    conns.forEach(({ conn }, i) => conn.send({ k: "snapChunk", from: 100 + i, term: 0, index: 1_000_000, snapTerm: 1, offset: 0, total: 1024 * MiB, crc: 0, data: chunk }));
     await waitFor("the node to close every connection", () => conns.every(({ conn }) => conn.closed), 60000);
     await waitFor(`node ${target}'s RSS back near ${rssBefore.toFixed(0)} MiB`, () => rssMiB(pid) < rssBefore + 40, 15000, 200);
     // Refused as a frame from a connection that is no identified peer (server/gate.ts), or, while still
@@ -228,7 +228,7 @@ describe("abusive clients against a 3-node cluster", () => {
     conn.send({ k: "hello", from: peer, cluster: identity.clusterId, incarnation: identity.incarnation });
     const chunk = new Uint8Array(6 * MiB);
     for (let i = 0; i < 10; i++) {
-      conn.send({ k: "snapChunk", from: peer, term: 0, index: 1_000_000, snapTerm: 1, offset: i * chunk.length, total: 1024 * MiB, data: chunk });
+      conn.send({ k: "snapChunk", from: peer, term: 0, index: 1_000_000, snapTerm: 1, offset: i * chunk.length, total: 1024 * MiB, crc: 0, data: chunk });
     }
     await waitFor("the chunks to leave the test's send queue", () => conn.queuedBytes === 0, 60000, 5);
     conn.close();

@@ -30,7 +30,7 @@ async function sendForgedFrames(c: TestCluster, to: number, tls?: TlsMaterial): 
   const one = new KvStore();
   one.applyEntry(1, encodeLogCommand({ cmd: { op: "put", key: te.encode("only"), value: te.encode("key") }, now: Date.now() }));
   const snap = one.snapshot();
-  const chunk = { k: "snapChunk", from, term, index: last + 100, snapTerm: term, offset: 0, total: snap.length, data: snap };
+  const chunk = { k: "snapChunk", from, term, index: last + 100, snapTerm: term, offset: 0, total: snap.length, crc: Bun.hash.crc32(snap) >>> 0, data: snap };
   const conn = await dialFrames("127.0.0.1", c.ports[to]!, { onFrame: () => {}, tls }).catch((err: Error) => err);
   if (conn instanceof Error) return;
   conn.send({ k: "raft", m: toWire(app as never) });

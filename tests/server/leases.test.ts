@@ -40,7 +40,7 @@ function singleNode() {
         wal: { append: noop, setHardState: noop, resetLog: noop, sync: noop, compact: () => 0, sizeBytes: () => 0 },
         writeSnapshot: noop,
         writeSnapshotAsync: async () => {},
-        loadLatestSnapshot: () => null,
+        openLatestSnapshot: async () => null,
       },
       recovered: { hardState: { term: 0, vote: NONE, commit: 0 }, entries: [], snapshot: null } as never,
       log,

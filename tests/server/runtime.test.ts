@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { encodeLogCommand } from "../../src/kv/codec";
 import type { Entry, Message } from "../../src/raft/types";
 import { Logger } from "../../src/server/log";
-import { NodeRuntime, type Clock, type RuntimeWal } from "../../src/server/runtime";
+import { NodeRuntime, StaleSnapshotStream, type SnapshotStream, type Clock, type RuntimeWal } from "../../src/server/runtime";
 import { mulberry32 } from "../rng";
 import { SimStorage } from "../sim/simstorage";
 
@@ -201,12 +201,12 @@ describe("snapshot transfers to a follower that is down (issue 8 bug 6)", () => 
     let attempts = 0;
     const rt = env.rt as unknown as {
       snapshot: { index: number; term: number } | null;
-      storage: { loadLatestSnapshot: () => unknown };
+      storage: { openLatestSnapshot: () => Promise<unknown> };
       transport: { sendSnapshot: (...args: unknown[]) => Promise<boolean> };
       sendSnapshot(peer: number, term: number): Promise<void>;
     };
     rt.snapshot = { index: 1, term: 1 };
-    rt.storage.loadLatestSnapshot = () => {
+    rt.storage.openLatestSnapshot = async () => {
       loads++;
       return null;
     };
@@ -223,5 +223,32 @@ describe("snapshot transfers to a follower that is down (issue 8 bug 6)", () => 
     // 1 s, 2 s, 4 s between attempts: 3 attempts in 5 s, not 50.
     expect(attempts).toBeGreaterThanOrEqual(2);
     expect(attempts).toBeLessThanOrEqual(4);
+  });
+
+  test("a transfer's stream is current only while the node leads the term it started in; a stale one is not retried later", async () => {
+    const env = setup(0, [0, 1, 2]);
+    await elect(env);
+    const rt = env.rt as unknown as {
+      snapshot: { index: number; term: number } | null;
+      snapshotBackoff: Map<number, unknown>;
+      transport: { sendSnapshot: (to: number, term: number, open: unknown, stream: SnapshotStream) => Promise<boolean> };
+      sendSnapshot(peer: number, term: number): Promise<void>;
+      step(m: Message): void;
+    };
+    rt.snapshot = { index: 1, term: 1 };
+    const seen: boolean[] = [];
+    rt.transport.sendSnapshot = async (_to, term, _open, stream) => {
+      seen.push(stream.current());
+      // Mid-transfer, an append of a higher term arrives: another node leads now.
+      rt.step({ type: "app", from: 2, to: 0, term: term + 1, prevIndex: 0, prevTerm: 0, entries: [], commit: 0, readRound: 0 });
+      seen.push(stream.current());
+      if (!stream.current()) throw new StaleSnapshotStream(term);
+      return true;
+    };
+    await rt.sendSnapshot(1, 1);
+    expect(seen).toEqual([true, false]);
+    expect(env.rt.role).toBe("follower");
+    // Not a failure of the follower's: no backoff is set against it.
+    expect(rt.snapshotBackoff.size).toBe(0);
   });
 });

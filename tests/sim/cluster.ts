@@ -307,10 +307,7 @@ export class Sim {
       wal: disk.wal,
       writeSnapshot: (snap) => disk.writeSnapshot(forStorage(snap)),
       writeSnapshotAsync: (snap) => disk.writeSnapshotAsync(forStorage(snap)),
-      loadLatestSnapshot: () => {
-        const snap = disk.loadLatestSnapshot();
-        return snap && dropBootstrapConfig(unwrapSnapshot(snap), bootstrapAddrs);
-      },
+      openLatestSnapshot: () => disk.openLatestSnapshot(),
     };
     const recovered = { ...opened.recovered, snapshot: opened.recovered.snapshot && unwrapSnapshot(opened.recovered.snapshot) };
     node.incarnation++;
@@ -318,16 +315,22 @@ export class Sim {
     const clock = new SimClock(node.rate);
     const transport: Transport = {
       send: (m) => this.send(node, incarnation, { kind: "msg", msg: m }),
-      sendSnapshot: (to, term, load) =>
-        load().then(
-          (snap) =>
-            new Promise<boolean>((done) => {
-              if (!snap) return done(false);
-              // On the wire with its configuration, as the TCP transport sends it (unwrapped on delivery).
-              const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: snap.index, term: snap.term, data: wrapSnapshotData(snap) } };
-              if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
-            }),
-        ),
+      // The file's bytes, read through the same reader production streams from (checked as read), and
+      // delivered whole; on the wire with its configuration, as the TCP transport sends it (unwrapped on delivery).
+      sendSnapshot: async (to, term, open) => {
+        const reader = await open();
+        if (!reader) return false;
+        let data: Uint8Array;
+        try {
+          data = await reader.read(0, reader.size);
+        } finally {
+          reader.close();
+        }
+        return new Promise<boolean>((done) => {
+          const msg: Message = { type: "snap", from: node.id, to, term, snapshot: { index: reader.index, term: reader.term, data } };
+          if (!this.send(node, incarnation, { kind: "snap", msg, done })) done(false);
+        });
+      },
     };
     const rt = new NodeRuntime(
       {

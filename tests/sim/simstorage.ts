@@ -6,7 +6,7 @@
 import type { Entry, HardState, SnapshotMeta } from "../../src/raft/types";
 import { NONE } from "../../src/raft/types";
 import type { RuntimeStorage } from "../../src/server/runtime";
-import { loadLatestSnapshot, SimDisk, Wal, writeSnapshot, writeSnapshotAsync, type PendingWrite, type RecoveredState, type WriteFate } from "../../src/storage";
+import { openLatestSnapshot, SimDisk, Wal, writeSnapshot, writeSnapshotAsync, type PendingWrite, type RecoveredState, type WriteFate } from "../../src/storage";
 
 const DIR = "/data";
 /** Small segments, so rotation and compaction happen within a run. */
@@ -110,7 +110,7 @@ export class SimStorage {
       },
       writeSnapshot: (snap) => writeSnapshot(DIR, snap, disk),
       writeSnapshotAsync: (snap) => writeSnapshotAsync(DIR, snap, disk),
-      loadLatestSnapshot: () => loadLatestSnapshot(DIR, log, disk),
+      openLatestSnapshot: () => openLatestSnapshot(DIR, disk),
     };
     return { storage, recovered: state };
   }

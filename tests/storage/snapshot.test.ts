@@ -5,6 +5,7 @@ import {
   SnapshotCorruptError,
   Wal,
   loadLatestSnapshot,
+  openLatestSnapshot,
   snapshotFileName,
   snapshotFiles,
   writeSnapshot,
@@ -106,5 +107,61 @@ describe("snapshots", () => {
     expect(loaded?.term).toBe(4);
     expect(Buffer.from(loaded!.data).equals(Buffer.from(data))).toBe(true);
     expect(fs.readdirSync(dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+  });
+});
+
+describe("streaming the newest snapshot to a follower (openLatestSnapshot)", () => {
+  const data = new Uint8Array(3_000_000).map((_, i) => (i * 13 + (i >> 9)) & 0xff);
+
+  async function readAll(dir: string, chunk: number): Promise<{ bytes: Uint8Array; reads: number[] }> {
+    const reader = (await openLatestSnapshot(dir))!;
+    const parts: Uint8Array[] = [];
+    const reads: number[] = [];
+    try {
+      for (let offset = 0; offset < reader.size; ) {
+        const part = await reader.read(offset, chunk);
+        reads.push(part.length);
+        parts.push(part);
+        offset += part.length;
+      }
+    } finally {
+      reader.close();
+    }
+    return { bytes: Buffer.concat(parts), reads };
+  }
+
+  test("gives the file's metadata and its bytes a chunk at a time, never more than asked", async () => {
+    const dir = makeTempDir();
+    expect(await openLatestSnapshot(dir)).toBeNull();
+    writeSnapshot(dir, snap(4, 1, "older"));
+    writeSnapshot(dir, { index: 9, term: 3, data });
+    const reader = (await openLatestSnapshot(dir))!;
+    expect({ index: reader.index, term: reader.term, size: reader.size }).toEqual({ index: 9, term: 3, size: data.length });
+    expect(reader.crc).toBe(Bun.hash.crc32(data) >>> 0);
+    reader.close();
+    const { bytes, reads } = await readAll(dir, 1 << 20);
+    expect(reads).toEqual([1 << 20, 1 << 20, data.length - 2 * (1 << 20)]);
+    expect(Buffer.from(bytes).equals(Buffer.from(data))).toBe(true);
+  });
+
+  test("a flipped bit in the data fails the read that completes it, naming the file", async () => {
+    const dir = makeTempDir();
+    const file = writeSnapshot(dir, { index: 9, term: 3, data });
+    flipBit(file, 40 + 1_500_000, 3);
+    const err = await readAll(dir, 1 << 20).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(SnapshotCorruptError);
+    expect((err as SnapshotCorruptError).file).toBe(file);
+    expect((err as Error).message).toContain("data crc mismatch");
+  });
+
+  test("a damaged header or a truncated file is refused when opened, naming the file", async () => {
+    const dir = makeTempDir();
+    const file = writeSnapshot(dir, { index: 9, term: 3, data });
+    flipBit(file, 10, 0);
+    await expect(openLatestSnapshot(dir)).rejects.toThrow(`corrupt snapshot ${file}: header crc mismatch`);
+    const dir2 = makeTempDir();
+    const file2 = writeSnapshot(dir2, { index: 9, term: 3, data });
+    fs.truncateSync(file2, 40 + 1000);
+    await expect(openLatestSnapshot(dir2)).rejects.toThrow(`corrupt snapshot ${file2}: size mismatch`);
   });
 });
