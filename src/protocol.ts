@@ -5,13 +5,23 @@ import type { Command, KeySelector, RangeRequest, WatchEvent } from "./kv/types"
 
 /**
  * First frame on a peer's outbound connection: who it is (node id, its cluster's id, and the incarnation of
- * its data dir; see storage/identity.ts). Only a connection whose hello was admitted may speak Raft.
+ * its data dir; see storage/identity.ts). Only a connection whose hello was admitted may speak Raft. A node
+ * that joins and has not been welcomed yet says cluster "".
  */
 export interface HelloFrame {
   k: "hello";
   from: number;
   cluster: string;
   incarnation: string;
+}
+
+/**
+ * A member's answer to the hello of a node that joins (`serve --join`, hello.cluster ""): the id of the
+ * cluster it joined, which the node records before it accepts any member's hello.
+ */
+export interface WelcomeFrame {
+  k: "welcome";
+  cluster: string;
 }
 
 /** A Raft message between peers, in the wire form of raft/wire.ts (appends carry [term, data] pairs). */

@@ -1,6 +1,7 @@
 // `raftkv snapshot restore`: build the data dirs of a new cluster from a backup file (as etcdctl
 // snapshot restore does). Each node's dir holds the backup's state as its snapshot, a fresh log that
-// starts right after it, and an identity naming a new cluster; the membership is the nodes.conf given
+// starts right after it, and an identity naming a new cluster (a random id, or the one given, so that
+// per-machine restores agree); the membership is the nodes.conf given
 // (a snapshot with no configuration in it means "the bootstrap configuration": every node of nodes.conf
 // a voter). The nodes then start with `raftkv serve ID nodes.conf --data-dir DIR/node-ID`.
 
@@ -11,7 +12,7 @@ import type { NodeAddr } from "../config";
 import { KvStore } from "../kv/store";
 import { NONE } from "../raft/types";
 import { lockDataDir, Wal, writeSnapshot } from "../storage";
-import { clusterIdOf, IDENTITY_FILE_NAME, writeFileDurably, type NodeIdentity } from "../storage/identity";
+import { clusterIdOf, randomClusterId, writeIdentity } from "../storage/identity";
 import { BackupFileError, readBackupFile, type BackupHeader } from "./file";
 
 /** Where `serve` keeps node `id`'s data under a parent dir (its default is data/node-<id>). */
@@ -25,12 +26,16 @@ export interface RestoreResult {
   dirs: { id: number; dir: string }[];
 }
 
+/** What `--cluster-id` accepts: the form restore prints. */
+export const CLUSTER_ID_PATTERN = /^[0-9a-f]{16}$/;
+
 /**
- * Verify `file` and write a data dir for each node of `nodes` (or only node `only`) under `parent`.
- * Refuses (BackupFileError) a damaged or foreign file, and any target dir that exists and is not empty,
- * before writing anything.
+ * Verify `file` and write a data dir for each node of `nodes` (or only node `only`) under `parent`, all
+ * naming cluster `clusterId` (default: a new random id). Refuses (BackupFileError) a damaged or foreign
+ * file, and any target dir that exists and is not empty, before writing anything.
  */
-export function restoreBackup(file: string, nodes: readonly NodeAddr[], parent: string, only?: number): RestoreResult {
+export function restoreBackup(file: string, nodes: readonly NodeAddr[], parent: string, only?: number, clusterId = randomClusterId()): RestoreResult {
+  if (!CLUSTER_ID_PATTERN.test(clusterId)) throw new BackupFileError(`cluster id must be 16 hex digits as restore prints it, got ${JSON.stringify(clusterId)}`);
   const targets = only === undefined ? nodes : nodes.filter((n) => n.id === only);
   if (targets.length === 0) throw new BackupFileError(`node ${only} is not in the configuration (ids: ${nodes.map((n) => n.id).join(", ")})`);
   const { header, state } = readBackupFile(file);
@@ -53,8 +58,8 @@ export function restoreBackup(file: string, nodes: readonly NodeAddr[], parent: 
       throw new BackupFileError(`data dir ${dir} exists and is not empty: restore builds new data dirs only; move it aside or pick another --data-dir`);
     }
   }
-  const clusterId = clusterIdOf(nodes);
-  for (const { id, dir } of dirs) writeDataDir(dir, id, header, state, clusterId);
+  const conf = clusterIdOf(nodes);
+  for (const { id, dir } of dirs) writeDataDir(dir, id, header, state, clusterId, conf);
   return { header, clusterId, dirs };
 }
 
@@ -63,7 +68,7 @@ export function restoreBackup(file: string, nodes: readonly NodeAddr[], parent: 
  * state machine skips entries at or below the index it records), then a WAL whose log starts after it,
  * committed through it, with no vote cast.
  */
-function writeDataDir(dir: string, id: number, header: BackupHeader, state: Uint8Array, clusterId: string): void {
+function writeDataDir(dir: string, id: number, header: BackupHeader, state: Uint8Array, clusterId: string, conf: string): void {
   const lock = lockDataDir(dir);
   try {
     const meta = { index: header.index, term: header.term };
@@ -76,18 +81,9 @@ function writeDataDir(dir: string, id: number, header: BackupHeader, state: Uint
     } finally {
       wal.close();
     }
-    writeIdentity(dir, { clusterId, nodeId: id, incarnation: randomUUID() });
+    // The node checks `conf` (its nodes.conf) at start; peers compare the cluster id in their hellos.
+    writeIdentity(dir, { clusterId, nodeId: id, incarnation: randomUUID(), conf });
   } finally {
     lock.release();
   }
-}
-
-// ---- identity ----------------------------------------------------------------------------------------
-// The data dir records which cluster and node it belongs to (src/storage/identity.ts). The cluster id is a
-// digest of the nodes.conf the cluster was created with, checked at every start, so a restored cluster's id
-// is new exactly when its nodes.conf differs from the source cluster's (new addresses or ports, as a restore
-// into a new cluster has).
-
-function writeIdentity(dir: string, identity: NodeIdentity): void {
-  writeFileDurably(dir, IDENTITY_FILE_NAME, JSON.stringify(identity) + "\n");
 }

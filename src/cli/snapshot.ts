@@ -10,6 +10,7 @@ import { client, clientOptions, isJson, printJson, run, UsageError, type ClientF
 interface SnapshotFlags extends ClientFlags {
   dataDir?: string;
   id?: string;
+  clusterId?: string;
 }
 
 export function registerSnapshot(cli: CAC): void {
@@ -21,14 +22,17 @@ export function registerSnapshot(cli: CAC): void {
     ),
   )
     .option("--data-dir <dir>", "restore: parent of the new data dirs; node <id> gets <dir>/node-<id>, serve's default layout", { default: "data" })
-    .option("--id <id>", "restore: write only node <id>'s data dir (run once per machine)")
+    .option("--id <id>", "restore: write only node <id>'s data dir (run once per machine, with the same --cluster-id)")
+    .option("--cluster-id <id>", "restore: the new cluster's id (default: a new random one); give every per-machine restore the id the first one printed")
     .usage(
       "snapshot save FILE | snapshot restore FILE --config nodes.conf --data-dir DIR [--id ID]\n\n" +
         "  save     ask the leader for its state at one confirmed revision and write it to FILE (via FILE.part,\n" +
         "           size and sha256 verified, fsynced, renamed); prints revision, index, keys, bytes, sha256.\n" +
         "           A large state takes a while to capture: raise --timeout.\n" +
         "  restore  verify FILE and write DIR/node-<id> for every node of --config (the NEW cluster's\n" +
-        "           nodes.conf), or only --id: the state, a fresh log, that membership, a new cluster id.\n" +
+        "           nodes.conf), or only --id: the state, a fresh log, that membership, a new cluster id\n" +
+        "           (random, even with the old nodes.conf; restoring per machine with --id, pass the id the\n" +
+        "           first restore printed as --cluster-id to the others).\n" +
         "           Refuses a non-empty data dir, a bad checksum, a truncated file, a file that is not a backup.\n" +
         "           Then start each node: raftkv serve <id> nodes.conf --data-dir DIR/node-<id>",
     )
@@ -85,7 +89,7 @@ async function restore(file: string, flags: SnapshotFlags): Promise<void> {
   const parent = String(flags.dataDir ?? "data");
   let r;
   try {
-    r = restoreBackup(file, nodes, parent, only);
+    r = restoreBackup(file, nodes, parent, only, flags.clusterId === undefined ? undefined : String(flags.clusterId));
   } catch (err) {
     if (err instanceof BackupFileError) throw new UsageError(err.message);
     throw err;
@@ -97,4 +101,8 @@ async function restore(file: string, flags: SnapshotFlags): Promise<void> {
   }
   console.log(`restored ${file} (revision ${r.header.revision}, ${r.header.keys} keys) as new cluster ${r.clusterId}:`);
   for (const { id } of r.dirs) console.log(`  node ${id}: ${nodeDataDir(parent, id)}    start it with: raftkv serve ${id} ${conf} --data-dir ${nodeDataDir(parent, id)}`);
+  const rest = nodes.filter((n) => !r.dirs.some((d) => d.id === n.id));
+  if (rest.length > 0 && flags.clusterId === undefined) {
+    console.log(`restore the other nodes into the same cluster with: raftkv snapshot restore ${file} --config ${conf} --id ID --cluster-id ${r.clusterId}`);
+  }
 }

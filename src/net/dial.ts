@@ -18,6 +18,8 @@ export class RefusedError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** The refusing node's cluster id, when it said (RefusedFrame.cluster). */
+    readonly cluster?: string,
   ) {
     super(message);
   }
@@ -97,7 +99,7 @@ export function dialFrames(
       const refusal = value as Partial<RefusedFrame> | null;
       if (refusal && typeof refusal === "object" && refusal.k === "refused") {
         const message = `${target}: ${typeof refusal.message === "string" ? refusal.message : "connection refused"}`;
-        c.abort(refusal.code === "TLS_REFUSED" ? new TlsError(message) : new RefusedError(String(refusal.code), message));
+        c.abort(refusal.code === "TLS_REFUSED" ? new TlsError(message) : new RefusedError(String(refusal.code), message, typeof refusal.cluster === "string" ? refusal.cluster : undefined));
         return;
       }
       handlers.onFrame(c, value);

@@ -64,6 +64,8 @@ export interface RefusedFrame {
   k: "refused";
   code: string;
   message: string;
+  /** A node refusing a peer names its cluster, so a joining node can tell a wrong nodes.conf (server/gate.ts). */
+  cluster?: string;
 }
 
 export function listenFrames(options: ListenFramesOptions): FrameListener {

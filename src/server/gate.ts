@@ -2,10 +2,17 @@
 // this cluster, a configured peer and that peer's incarnation (and, with TLS, comes with that peer's node
 // certificate); only peers may send Raft messages and snapshot chunks. With TLS, client requests are
 // allowed by the role in the client's certificate.
+//
+// A node that joins (`serve --join` on a new data dir) does not know its cluster's id: its hellos say
+// cluster "", a member admits them and answers with a `welcome` naming its cluster, and the node records
+// that id (IDENTITY) before it admits any peer. Until then it refuses hellos (JOIN_PENDING, the peer
+// retries). A joining node that is contacted by the members of one cluster while a member listed in its
+// nodes.conf, of another cluster, says it is not a member was added to one cluster and given the other's
+// nodes.conf: it refuses to run.
 
 import type { FramedConn, RefusedFrame } from "../net";
 import { describeIdentity } from "../net/tls";
-import type { ClientOp, HelloFrame } from "../protocol";
+import type { ClientOp, HelloFrame, WelcomeFrame } from "../protocol";
 import type { KnownPeers, NodeIdentity } from "../storage/identity";
 import type { Logger } from "./log";
 
@@ -23,18 +30,31 @@ const WRITE_COMMANDS: ReadonlySet<string> = new Set(["put", "del", "txn", "lease
 export const REFUSED_INCARNATION = "INCARNATION_MISMATCH";
 export const REFUSED_CLUSTER = "CLUSTER_MISMATCH";
 export const REFUSED_NOT_A_PEER = "NOT_A_PEER";
+/** This node joins and no member of its nodes.conf has welcomed it yet: the peer retries. */
+export const REFUSED_JOIN_PENDING = "JOIN_PENDING";
 
 export interface GateOptions {
   /** Is this id a member of the cluster now (nodes.conf, or added since through the log)? */
   isMember: (id: number) => boolean;
-  /** The ids of the nodes.conf the cluster was created with: between them the cluster id must match. */
-  bootstrapIds: readonly number[];
-  /** A node joining with --join does not know the cluster id yet: it checks none. */
-  joining: boolean;
+  /** Record the identity durably (a joining node learned its cluster id); called before the gate uses it. */
+  recordIdentity: (identity: NodeIdentity) => void;
+  /** This joining node was given another cluster's nodes.conf: it must not run. */
+  joinConflict: (message: string) => void;
+}
+
+/** Who said what about this node's cluster while it was joining. */
+interface ClusterClaim {
+  peer: number;
+  cluster: string;
 }
 
 export class ConnectionGate {
-  private readonly bootstrapIds: ReadonlySet<number>;
+  /** One object, shared with the transport's links: a welcome fills in its cluster for later connections. */
+  private readonly helloFrame: HelloFrame;
+  /** Joining, not welcomed yet: a member of another cluster connected to this node. */
+  private contactedBy: ClusterClaim | null = null;
+  /** Joining, not welcomed yet: a peer from nodes.conf said this node is not a member of its cluster. */
+  private notMemberOf: ClusterClaim | null = null;
 
   constructor(
     private readonly self: NodeIdentity,
@@ -42,12 +62,17 @@ export class ConnectionGate {
     private readonly knownPeers: KnownPeers,
     private readonly log: Logger,
   ) {
-    this.bootstrapIds = new Set(options.bootstrapIds);
+    this.helloFrame = { k: "hello", from: self.nodeId, cluster: self.clusterId, incarnation: self.incarnation };
   }
 
   /** The hello this node opens each of its peer connections with. */
   hello(): HelloFrame {
-    return { k: "hello", from: this.self.nodeId, cluster: this.self.clusterId, incarnation: this.self.incarnation };
+    return this.helloFrame;
+  }
+
+  /** Joining and not yet told which cluster it joined. */
+  get awaitingWelcome(): boolean {
+    return this.self.clusterId === "";
   }
 
   /**
@@ -64,14 +89,15 @@ export class ConnectionGate {
     if (cert && cert.nodeId !== from) {
       return this.refuse(conn, REFUSED_NOT_A_PEER, `hello claims node ${from} but the certificate is node ${cert.nodeId}'s`);
     }
-    // A member added later (member add, serve --join) computed its cluster id from another nodes.conf.
-    const bootstrapPeer = this.bootstrapIds.has(from) && this.bootstrapIds.has(this.self.nodeId);
-    if (!this.options.joining && bootstrapPeer && frame.cluster !== this.self.clusterId) {
+    if (typeof frame.cluster !== "string") return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from node ${from} names no cluster`);
+    if (this.awaitingWelcome) return this.refuseWhileJoining(conn, from, frame.cluster);
+    if (frame.cluster !== "" && frame.cluster !== this.self.clusterId) {
       return this.refuse(
         conn,
         REFUSED_CLUSTER,
         `node ${from} belongs to cluster ${JSON.stringify(frame.cluster)}, node ${this.self.nodeId} to cluster ${this.self.clusterId}: ` +
-          `the nodes were started with different nodes.conf files; give every node the same one`,
+          `the nodes were started with different nodes.conf files, or belong to different clusters (a restored cluster has an id of its own); ` +
+          `give every node its own cluster's nodes.conf and data dir`,
       );
     }
     if (typeof frame.incarnation !== "string" || frame.incarnation.length === 0 || frame.incarnation.length > 64) {
@@ -93,6 +119,55 @@ export class ConnectionGate {
     }
     conn.peerId = from;
     conn.exemptFromPartialFrameBudget();
+    // A member added with `member add` joining: tell it which cluster it joined.
+    if (frame.cluster === "") conn.send({ k: "welcome", cluster: this.self.clusterId } satisfies WelcomeFrame);
+  }
+
+  /** A peer this node dialed welcomed it: a joining node records its cluster's id. */
+  onWelcome(peer: number, frame: Partial<WelcomeFrame>): void {
+    const cluster = frame.cluster;
+    if (typeof cluster !== "string" || cluster === "" || cluster.length > 64) return;
+    if (!this.awaitingWelcome) {
+      if (cluster !== this.self.clusterId) this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
+      return;
+    }
+    this.options.recordIdentity({ ...this.self, clusterId: cluster });
+    this.self.clusterId = cluster;
+    this.helloFrame.cluster = cluster;
+    this.log.info("joined a cluster: recorded its id", { cluster, welcomedBy: peer });
+  }
+
+  /** A peer refused this node's connection. A joining node checks it against who contacted it. */
+  refusedBy(peer: number, code: string, cluster: string | undefined): void {
+    if (!this.awaitingWelcome || code !== REFUSED_NOT_A_PEER || !cluster) return;
+    this.notMemberOf ??= { peer, cluster };
+    const conflict = this.joinConflict();
+    if (conflict) this.options.joinConflict(conflict);
+  }
+
+  /** Not welcomed yet: nobody is admitted; a contact from a cluster that nodes.conf's members deny is fatal. */
+  private refuseWhileJoining(conn: FramedConn, from: number, cluster: string): void {
+    if (cluster !== "") this.contactedBy ??= { peer: from, cluster };
+    const conflict = this.joinConflict();
+    if (conflict) {
+      this.refuse(conn, REFUSED_CLUSTER, conflict);
+      this.options.joinConflict(conflict);
+      return;
+    }
+    this.refuse(conn, REFUSED_JOIN_PENDING, `node ${this.self.nodeId} is joining and no member listed in its nodes.conf has welcomed it yet; it accepts peers once one has`);
+  }
+
+  private joinConflict(): string | null {
+    const contact = this.contactedBy;
+    const denial = this.notMemberOf;
+    if (!contact || !denial || contact.cluster === denial.cluster) return null;
+    const id = this.self.nodeId;
+    return (
+      `node ${id} was added to cluster ${contact.cluster} (its node ${contact.peer} connected to this node), but node ${denial.peer}, ` +
+      `listed in this node's nodes.conf, belongs to cluster ${denial.cluster}, which does not have node ${id} as a member: ` +
+      `the nodes.conf lists another cluster's members. Start node ${id} with --join and a nodes.conf that lists members of cluster ${contact.cluster} ` +
+      `(or undo the add there: \`raftkv member remove ${id}\`); this data dir holds nothing of either cluster yet`
+    );
   }
 
   /** May this connection deliver a Raft message or snapshot chunk from `from`? Refuses it if not. */
@@ -123,7 +198,8 @@ export class ConnectionGate {
 
   private refuse(conn: FramedConn, code: string, message: string): void {
     this.log.warn("refused a connection", { remote: conn.remote, reason: message });
-    conn.send({ k: "refused", code, message } satisfies RefusedFrame);
+    const cluster = this.self.clusterId || undefined;
+    conn.send({ k: "refused", code, message, ...(cluster ? { cluster } : {}) } satisfies RefusedFrame);
     conn.close(`refused: ${message}`);
   }
 }

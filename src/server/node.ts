@@ -6,11 +6,11 @@ import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrame
 import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
 import { lockDataDir, openLatestSnapshot, Wal, writeSnapshot, writeSnapshotAsync, type DataDirLock } from "../storage";
-import { clusterIdOf, KnownPeers, loadOrCreateIdentity } from "../storage/identity";
-import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame } from "../protocol";
+import { clusterIdOf, KnownPeers, loadOrCreateIdentity, writeIdentity } from "../storage/identity";
+import type { HelloFrame, NodeStatus, RequestFrame, SnapChunkFrame, WelcomeFrame } from "../protocol";
 import { VERSION } from "../protocol";
 import { ClientService } from "./clients";
-import { ConnectionGate, REFUSED_INCARNATION } from "./gate";
+import { ConnectionGate, REFUSED_INCARNATION, REFUSED_JOIN_PENDING } from "./gate";
 import { serveHttp, type HttpEndpoints } from "./http";
 import { LEASE_CHECK_MS, LeaseKeeper } from "./leases";
 import { bestTransferTarget, dropBootstrapConfig, memberAddrs, unwrapSnapshot, wrapSnapshotData } from "./membership";
@@ -43,7 +43,8 @@ export interface NodeOptions {
   limits?: Partial<NetLimits>;
   /**
    * Join an existing cluster (after `raftkv member add`): start with no configuration and learn it
-   * from the leader. `nodes` then only says where to find members and this node's own address.
+   * from the leader. `nodes` then only says where to find members and this node's own address. Only a
+   * new data dir joins; one that exists says what the node is (IDENTITY), with or without this flag.
    */
   join?: boolean;
 }
@@ -91,6 +92,8 @@ export class RaftKvNode {
   private leaseTimer: ReturnType<typeof setInterval> | null = null;
   private stopStallWatch: (() => void) | null = null;
   private stopped = false;
+  /** The data dir was created by `serve --join`: the configuration comes from the log, not nodes.conf. */
+  private joined = false;
   private readonly startedAt = Date.now();
   private readonly metrics = new NodeMetrics(() => {
     const kv = this.runtime.kv.stats();
@@ -136,14 +139,20 @@ export class RaftKvNode {
   async start(): Promise<void> {
     this.lock = lockDataDir(this.opts.dataDir);
     try {
-      const { identity, created } = loadOrCreateIdentity(this.opts.dataDir, { clusterId: clusterIdOf(this.opts.nodes), nodeId: this.id });
+      const dataDir = this.opts.dataDir;
+      const { identity, created } = loadOrCreateIdentity(dataDir, { conf: clusterIdOf(this.opts.nodes), nodeId: this.id, join: this.opts.join === true });
       if (created) this.log.info("recorded this node's identity in its data dir", { ...identity });
+      else if (this.opts.join && !identity.joined) this.log.info("--join ignored: this data dir already belongs to a cluster created from nodes.conf", { cluster: identity.clusterId });
+      this.joined = identity.joined === true;
       const gateOptions = {
         isMember: (id: number) => this.addrs.some((a) => a.id === id),
-        bootstrapIds: this.opts.join ? [] : this.opts.nodes.map((n) => n.id),
-        joining: this.opts.join === true,
+        recordIdentity: (updated: typeof identity) => writeIdentity(dataDir, updated),
+        joinConflict: (message: string) => {
+          this.log.error(`refusing to run: ${message}`);
+          process.exit(2);
+        },
       };
-      this.gate = new ConnectionGate(identity, gateOptions, new KnownPeers(this.opts.dataDir), this.log);
+      this.gate = new ConnectionGate(identity, gateOptions, new KnownPeers(dataDir), this.log);
       this.tls = this.opts.tls && loadTlsMaterial(this.opts.tls);
       this.recover();
       const limits = { ...DEFAULT_NET_LIMITS, ...this.opts.limits };
@@ -229,13 +238,18 @@ export class RaftKvNode {
       hello: this.gate.hello(),
       tls: this.tls,
       onRefused: (peer, err) => this.refusedByPeer(peer, err),
+      onFrame: (peer, value) => {
+        if ((value as { k?: unknown } | null)?.k === "welcome") this.gate.onWelcome(peer, value as Partial<WelcomeFrame>);
+      },
     });
-    const forStorage = (snap: Snapshot) => ({ index: snap.index, term: snap.term, data: wrapSnapshotData(dropBootstrapConfig(snap, this.opts.nodes)) });
+    // A node that joined has no bootstrap configuration: its snapshots always carry theirs.
+    const bootstrap = this.joined ? [] : this.opts.nodes;
+    const forStorage = (snap: Snapshot) => ({ index: snap.index, term: snap.term, data: wrapSnapshotData(dropBootstrapConfig(snap, bootstrap)) });
     this.runtime = new NodeRuntime(
       {
         id: this.id,
-        // Joining: no configuration until the leader's log or snapshot gives one.
-        voters: this.opts.join ? [] : this.opts.nodes.map((n) => n.id),
+        // Joined: no configuration until the log or a snapshot (the leader's, or its own on a restart) gives one.
+        voters: this.joined ? [] : this.opts.nodes.map((n) => n.id),
         heartbeatTicks: Math.max(1, Math.round(this.opts.heartbeatMs / TICK_MS)),
         electionTicks: Math.max(2, Math.round(this.opts.electionMs / TICK_MS)),
         tickMs: TICK_MS,
@@ -315,8 +329,10 @@ export class RaftKvNode {
 
   /** A peer refused our connection. One that knows another incarnation of this node is final. */
   private refusedByPeer(peer: number, err: RefusedError): void {
+    this.gate.refusedBy(peer, err.code, err.cluster);
     if (err.code !== REFUSED_INCARNATION) {
-      this.log.error("a peer refused this node's connection", { peer, reason: err.message });
+      // A joining peer not yet welcomed by its cluster is expected for a moment.
+      this.log.log(err.code === REFUSED_JOIN_PENDING ? "info" : "error", "a peer refused this node's connection", { peer, reason: err.message });
       return;
     }
     this.log.error(`refusing to run: ${err.message}`, { peer });

@@ -23,6 +23,8 @@ export interface TcpTransportOptions {
   tls?: TlsMaterial;
   /** A peer refused this node's connection and said why (e.g. it knows another incarnation of it). */
   onRefused: (peer: NodeId, err: RefusedError) => void;
+  /** A frame a peer sent back on this node's connection to it (a `welcome`). */
+  onFrame?: (peer: NodeId, value: unknown) => void;
 }
 
 export class TcpTransport implements Transport {
@@ -81,6 +83,7 @@ export class TcpTransport implements Transport {
         port: peer.port,
         hello: this.options.hello,
         tls: this.options.tls,
+        onFrame: (_l, value) => this.options.onFrame?.(peer.id, value),
         onConnect: () => this.log.debug("connected to peer", { peer: peer.id }),
         onDisconnect: (_l, reason) => this.log.debug("lost peer connection", { peer: peer.id, reason }),
         onError: (_l, err) => {

@@ -1,16 +1,20 @@
 // Who this node is, recorded in its data directory on first start, and which incarnation of each peer it
 // has seen.
 //
-// IDENTITY holds { clusterId, nodeId, incarnation }. The cluster id is derived from the nodes.conf the
-// cluster was created with, so every node computes the same one without talking; the incarnation is a
-// random id drawn once per data directory. A node started on another node's data dir, or with a nodes.conf
-// of another cluster, is refused. A data dir emptied behind the cluster's back draws a new incarnation,
-// which the peers (who recorded the old one in their PEERS file before acting on its Raft messages) refuse:
-// an empty data dir is not permission to rejoin, because the node forgot its term, vote and log.
+// IDENTITY holds { clusterId, nodeId, incarnation, conf, joined }. A cluster created from a nodes.conf
+// takes as its id a digest of that file (`conf`, the same digest), so every node computes the same one
+// without talking; `snapshot restore` writes a new random cluster id (and the digest of the new
+// nodes.conf as `conf`); a node started with `serve --join` records `joined` and no `conf`, and learns the
+// cluster id from the first member of its nodes.conf that welcomes it (clusterId "" until then). The
+// incarnation is a random id drawn once per data directory. A node started on another node's data dir, or
+// (unless it joined) with a nodes.conf other than its data dir's, is refused. A data dir emptied behind the
+// cluster's back draws a new incarnation, which the peers (who recorded the old one in their PEERS file
+// before acting on its Raft messages) refuse: an empty data dir is not permission to rejoin, because the
+// node forgot its term, vote and log.
 //
 // Both files are small JSON documents written durably: temp file, fdatasync, rename, fsync of the directory.
 
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import * as path from "node:path";
 import type { NodeAddr } from "../config";
 import { readWholeFile, realDisk, type Disk } from "./disk";
@@ -20,10 +24,15 @@ export const IDENTITY_FILE_NAME = "IDENTITY";
 export const PEERS_FILE_NAME = "PEERS";
 
 export interface NodeIdentity {
+  /** The id peers compare in their hellos; "" while a node that joined has not been welcomed yet. */
   clusterId: string;
   nodeId: number;
   /** Random, drawn when this data directory was first used; a wiped directory gets a new one. */
   incarnation: string;
+  /** clusterIdOf the nodes.conf this data dir was created with (absent when it joined); checked at start. */
+  conf?: string;
+  /** Created by `serve --join`: the configuration comes from the cluster, nodes.conf only says where members are. */
+  joined?: boolean;
 }
 
 /** The data dir belongs to another node or another cluster: the node must not start. */
@@ -38,6 +47,11 @@ export function clusterIdOf(nodes: readonly NodeAddr[]): string {
     .map((n) => `${n.id} ${n.host} ${n.port}\n`)
     .join("");
   return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
+}
+
+/** A new cluster id for a cluster that is not created from a nodes.conf of its own (a restore). */
+export function randomClusterId(): string {
+  return randomBytes(8).toString("hex");
 }
 
 /** Writes text to dir/name so that after a crash the file holds either the old or the new text. */
@@ -77,20 +91,38 @@ function readJson(file: string, disk: Disk): unknown | undefined {
 
 function parseIdentity(value: unknown, file: string): NodeIdentity {
   const v = value as Partial<NodeIdentity> | null;
-  if (!v || typeof v.clusterId !== "string" || !Number.isSafeInteger(v.nodeId) || typeof v.incarnation !== "string") {
-    throw new IdentityError(`${file} is malformed: expected clusterId, nodeId and incarnation`);
+  if (
+    !v ||
+    typeof v.clusterId !== "string" ||
+    !Number.isSafeInteger(v.nodeId) ||
+    typeof v.incarnation !== "string" ||
+    (v.conf !== undefined && typeof v.conf !== "string") ||
+    (v.joined !== undefined && v.joined !== true)
+  ) {
+    throw new IdentityError(`${file} is malformed: expected clusterId, nodeId and incarnation (and conf or joined)`);
   }
-  return { clusterId: v.clusterId, nodeId: v.nodeId as number, incarnation: v.incarnation };
+  const identity: NodeIdentity = { clusterId: v.clusterId, nodeId: v.nodeId as number, incarnation: v.incarnation };
+  if (v.joined) identity.joined = true;
+  // Files written before `conf` existed: the cluster id was the digest of nodes.conf.
+  else identity.conf = v.conf ?? v.clusterId;
+  return identity;
+}
+
+/** Records `identity` in dataDir/IDENTITY durably. */
+export function writeIdentity(dataDir: string, identity: NodeIdentity, disk: Disk = realDisk): void {
+  writeFileDurably(dataDir, IDENTITY_FILE_NAME, JSON.stringify(identity) + "\n", disk);
 }
 
 /**
- * The identity recorded in dataDir; on first use of the directory, records a new one (cluster id and
- * node id as given, a fresh incarnation). Throws IdentityError when the directory belongs to another node
- * or another cluster. `created` says whether this start drew the incarnation.
+ * The identity recorded in dataDir; on first use of the directory, records a new one: with `join`, a node
+ * that joins a running cluster (cluster id to be learned); else a node of the cluster created from the
+ * nodes.conf whose digest is `conf`. Throws IdentityError when the directory belongs to another node, or
+ * (unless the node joined) was created with another nodes.conf. `created` says whether this start drew the
+ * incarnation. On an existing data dir `join` changes nothing: the data dir says what the node is.
  */
 export function loadOrCreateIdentity(
   dataDir: string,
-  want: { clusterId: string; nodeId: number },
+  want: { conf: string; nodeId: number; join: boolean },
   disk: Disk = realDisk,
 ): { identity: NodeIdentity; created: boolean } {
   const file = path.join(dataDir, IDENTITY_FILE_NAME);
@@ -103,16 +135,20 @@ export function loadOrCreateIdentity(
           `start it as \`raftkv serve ${identity.nodeId} ...\`, or give node ${want.nodeId} its own --data-dir`,
       );
     }
-    if (identity.clusterId !== want.clusterId) {
+    if (!identity.joined && identity.conf !== want.conf) {
       throw new IdentityError(
-        `data dir ${dataDir} belongs to cluster ${identity.clusterId}, but this nodes.conf describes cluster ${want.clusterId}: ` +
-          `the nodes.conf differs from the one the cluster was created with (ids, addresses or ports); start the node with that nodes.conf`,
+        `data dir ${dataDir} belongs to cluster ${identity.clusterId}, and the nodes.conf differs from the one the cluster was created with ` +
+          `(ids, addresses or ports); start the node with that nodes.conf` +
+          (want.join ? " (this data dir was not created by --join, so the node takes its members from nodes.conf: --join does not change that)" : ""),
       );
     }
     return { identity, created: false };
   }
-  const identity: NodeIdentity = { clusterId: want.clusterId, nodeId: want.nodeId, incarnation: randomUUID() };
-  writeFileDurably(dataDir, IDENTITY_FILE_NAME, JSON.stringify(identity) + "\n", disk);
+  const incarnation = randomUUID();
+  const identity: NodeIdentity = want.join
+    ? { clusterId: "", nodeId: want.nodeId, incarnation, joined: true }
+    : { clusterId: want.conf, nodeId: want.nodeId, incarnation, conf: want.conf };
+  writeIdentity(dataDir, identity, disk);
   return { identity, created: true };
 }
 

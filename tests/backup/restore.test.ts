@@ -42,7 +42,10 @@ describe("snapshot restore", () => {
     const file = backup("ok.rkv");
     const r = restoreBackup(file, nodes, join(dir, "data"));
     expect(r.dirs.map((x) => x.dir)).toEqual([0, 1, 2].map((id) => join(dir, "data", `node-${id}`)));
-    expect(r.clusterId).toBe(clusterIdOf(nodes));
+    // A cluster id of its own, even though the nodes.conf may be the source cluster's; the node checks
+    // its nodes.conf against `conf`.
+    expect(r.clusterId).toMatch(/^[0-9a-f]{16}$/);
+    expect(r.clusterId).not.toBe(clusterIdOf(nodes));
     const { wal, state } = Wal.open(r.dirs[1]!.dir, { log: () => {} });
     wal.close();
     expect(state.snapshot).toMatchObject({ index: 100, term: 7 });
@@ -50,8 +53,17 @@ describe("snapshot restore", () => {
     expect(state.hardState).toEqual({ term: 7, vote: -1, commit: 100 });
     const kv = KvStore.restore(state.snapshot!.data);
     expect(kv.revision).toBe(100);
-    expect(JSON.parse(readFileSync(join(r.dirs[1]!.dir, "IDENTITY"), "utf8"))).toMatchObject({ clusterId: r.clusterId, nodeId: 1 });
+    expect(JSON.parse(readFileSync(join(r.dirs[1]!.dir, "IDENTITY"), "utf8"))).toMatchObject({ clusterId: r.clusterId, nodeId: 1, conf: clusterIdOf(nodes) });
     expect(() => restoreBackup(file, nodes, join(dir, "data"), 2)).toThrow(/exists and is not empty/);
+  });
+
+  test("each restore is a new cluster; per-machine restores share the --cluster-id given", () => {
+    const file = backup("twice.rkv");
+    const first = restoreBackup(file, nodes, join(dir, "m0"), 0);
+    expect(restoreBackup(file, nodes, join(dir, "again"), 0).clusterId).not.toBe(first.clusterId);
+    const second = restoreBackup(file, nodes, join(dir, "m1"), 1, first.clusterId);
+    expect(JSON.parse(readFileSync(join(second.dirs[0]!.dir, "IDENTITY"), "utf8")).clusterId).toBe(first.clusterId);
+    expect(() => restoreBackup(file, nodes, join(dir, "m2"), 2, "not-an-id")).toThrow(/16 hex digits/);
   });
 
   test("refuses a header that does not describe its state, and a file that is not a backup", () => {
