@@ -114,12 +114,16 @@ export class ConnectionGate {
       this.knownPeers.record(from, frame.incarnation);
       this.log.info("recorded a peer's incarnation", { peer: from, incarnation: frame.incarnation });
     } else if (known !== frame.incarnation) {
+      const replace = `\`raftkv member remove ${from}\`, \`raftkv member add NEW_ID HOST:PORT\`, then start it with \`raftkv serve NEW_ID CONFIG --join\``;
       return this.refuse(
         conn,
         REFUSED_INCARNATION,
-        `node ${this.self.nodeId} knows node ${from} as incarnation ${known}, but it now presents ${frame.incarnation}: ` +
-          `its data dir was emptied or replaced, so it forgot its term, vote and log and may not rejoin as node ${from}. ` +
-          `Replace it instead: \`raftkv member remove ${from}\`, \`raftkv member add NEW_ID HOST:PORT\`, then start it with \`raftkv serve NEW_ID CONFIG --join\``,
+        frame.cluster === ""
+          ? `node ${this.self.nodeId} already knew another node ${from} (incarnation ${known}): a joining node needs an id this cluster never used. ` +
+              `Join under a new id instead: ${replace}`
+          : `node ${this.self.nodeId} knows node ${from} as incarnation ${known}, but it now presents ${frame.incarnation}: ` +
+              `its data dir was emptied or replaced, so it forgot its term, vote and log and may not rejoin as node ${from}. ` +
+              `Replace it instead: ${replace}`,
       );
     }
     conn.peerId = from;

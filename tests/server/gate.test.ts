@@ -94,6 +94,15 @@ describe("connection gate: joining", () => {
     });
   }
 
+  test("a joining node under an id the cluster knew before is told to take a new id", () => {
+    const { g } = gate("aaaa");
+    g.onHello(fakeConn(), hello(2, "aaaa"));
+    const conn = fakeConn();
+    g.onHello(conn, { ...hello(2, ""), incarnation: "new" });
+    expect(conn.peerId).toBeNull();
+    expect(refusal(conn).message).toMatch(/already knew another node 2 .*needs an id this cluster never used.*member add NEW_ID/);
+  });
+
   test("a denial from the cluster that contacted it (a member that has not applied the add yet) is no conflict", () => {
     const { g, conflicts } = gate("");
     g.refusedBy(1, REFUSED_NOT_A_PEER, "aaaa");
