@@ -5,6 +5,7 @@
 // state) in transactions of 128 puts, kills one follower with SIGKILL, overwrites keys until the leader has compacted its log past
 // the follower's last entry, restarts the follower and times its catch-up. It watches the leader and
 // term every 100 ms throughout, and prints whether either changed. Heavy: run it alone, once.
+// RAFTKV_BENCH_LOGS=<dir> keeps the nodes' logs there.
 
 import { TestCluster, waitFor } from "../tests/e2e/harness";
 import type { RaftKvClient } from "../src/client/client";
@@ -119,6 +120,9 @@ try {
   console.log(`follower ${follower} restarted and caught up to index ${target} in ${catchUpS.toFixed(1)} s (from process start, snapshot transfer and install included)`);
   console.log(changes.length ? `LEADER OR TERM CHANGED: ${[...new Set(changes)].join("; ")}` : `no leader change: node ${leader} led in term ${term0} throughout`);
 } finally {
+  // RAFTKV_BENCH_LOGS=<dir> keeps each node's whole log (e.g. with BUN_JSC_logGC=1 to see collections).
+  const keep = process.env.RAFTKV_BENCH_LOGS;
+  if (keep) for (const i of [0, 1, 2]) await Bun.write(`${keep}/node-${i}.log`, c.logs(i));
   for (const cl of pool) cl.close();
   await c.cleanup();
 }

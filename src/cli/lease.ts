@@ -1,8 +1,7 @@
 // raftkv lease grant | keepalive | revoke.
 
 import type { CAC } from "cac";
-import { toText } from "../client/client";
-import { client, clientOptions, isJson, parseTtlMs, positiveInt, printJson, run, UsageError, writeOut, type ClientFlags } from "./common";
+import { bytesJson, client, clientOptions, isJson, parseTtlMs, positiveInt, printJson, run, UsageError, writeOut, type ClientFlags } from "./common";
 
 export function registerLease(cli: CAC): void {
   clientOptions(cli.command("lease <action> [arg]", "Leases: grant TTL | keepalive ID | revoke ID | list | timetolive ID (keys put --lease ID vanish when it expires)"))
@@ -60,7 +59,7 @@ export function registerLease(cli: CAC): void {
             }
             case "timetolive": {
               const l = await c.leaseTimeToLive(positiveInt("lease id", need("a lease id")));
-              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keyCount: l.keyCount, keys: l.keys.map(toText) });
+              if (isJson(flags)) printJson({ id: l.id, ttlMs: l.ttlMs, remainingMs: l.remainingMs, keyCount: l.keyCount, keys: l.keys.map((k) => bytesJson("key", k)) });
               else {
                 writeOut(`lease ${l.id}: granted TTL ${l.ttlMs / 1000}s, ${(l.remainingMs / 1000).toFixed(1)}s left, ${l.keyCount} key(s)\n`);
                 for (const k of l.keys) writeOut("  ", k, "\n");

@@ -17,6 +17,32 @@ const CHUNK_BULK = CHUNK_MAX / 2;
 export class OrderedIndex<T extends Keyed> {
   private chunks: T[][] = [];
   private count = 0;
+  /** Chunks a frozen view (freeze()) still holds: each is copied before its first change. */
+  private shared: Set<T[]> | null = null;
+
+  /**
+   * The records as they are now, in key order, as chunks that later inserts and removals do not touch
+   * (copy-on-write: a chunk is copied before its first change). Costs O(size / CHUNK_MAX), so a view of a
+   * million keys is taken without stopping the event loop. One view at a time; thaw() releases it.
+   */
+  freeze(): readonly (readonly T[])[] {
+    this.shared = new Set(this.chunks);
+    return this.chunks.slice();
+  }
+
+  /** The frozen view is no longer used: changes stop copying chunks. */
+  thaw(): void {
+    this.shared = null;
+  }
+
+  /** Chunk `c`, copied first if a frozen view holds it. */
+  private writable(c: number): T[] {
+    const chunk = this.chunks[c]!;
+    if (this.shared === null || !this.shared.delete(chunk)) return chunk;
+    const copy = chunk.slice();
+    this.chunks[c] = copy;
+    return copy;
+  }
 
   get size(): number {
     return this.count;
@@ -91,9 +117,9 @@ export class OrderedIndex<T extends Keyed> {
       return true;
     }
     const c = this.chunkFor(record.key);
-    const chunk = this.chunks[c]!;
-    const i = OrderedIndex.lowerBoundIn(chunk, record.key);
-    if (i < chunk.length && chunk[i]!.key === record.key) return false;
+    const i = OrderedIndex.lowerBoundIn(this.chunks[c]!, record.key);
+    if (i < this.chunks[c]!.length && this.chunks[c]![i]!.key === record.key) return false;
+    const chunk = this.writable(c);
     chunk.splice(i, 0, record);
     this.count++;
     if (chunk.length > CHUNK_MAX) {
@@ -107,9 +133,9 @@ export class OrderedIndex<T extends Keyed> {
   remove(key: string): T | undefined {
     if (this.chunks.length === 0) return undefined;
     const c = this.chunkFor(key);
-    const chunk = this.chunks[c]!;
-    const i = OrderedIndex.lowerBoundIn(chunk, key);
-    if (i >= chunk.length || chunk[i]!.key !== key) return undefined;
+    const i = OrderedIndex.lowerBoundIn(this.chunks[c]!, key);
+    if (i >= this.chunks[c]!.length || this.chunks[c]![i]!.key !== key) return undefined;
+    const chunk = this.writable(c);
     const [removed] = chunk.splice(i, 1);
     this.count--;
     if (chunk.length === 0) {
@@ -124,13 +150,15 @@ export class OrderedIndex<T extends Keyed> {
     const chunk = this.chunks[c]!;
     const next = this.chunks[c + 1];
     if (next !== undefined && chunk.length + next.length <= CHUNK_MAX) {
-      for (const record of next) chunk.push(record);
+      const into = this.writable(c);
+      for (const record of next) into.push(record);
       this.chunks.splice(c + 1, 1);
       return;
     }
     const prev = this.chunks[c - 1];
     if (prev !== undefined && prev.length + chunk.length <= CHUNK_MAX) {
-      for (const record of chunk) prev.push(record);
+      const into = this.writable(c - 1);
+      for (const record of chunk) into.push(record);
       this.chunks.splice(c, 1);
     }
   }

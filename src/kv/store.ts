@@ -65,6 +65,12 @@ function plainCopy(x: unknown): unknown {
   return x;
 }
 
+/**
+ * Bytes of keys and values snapshotAsync encodes per turn of the event loop (measured: slices of 20,000
+ * keys of 250 bytes, 5 MB, stopped a leader holding a million keys for 150-320 ms each).
+ */
+export const SNAPSHOT_SLICE_BYTES = 1024 * 1024;
+
 export class KvStore {
   readonly historyMaxEvents: number;
   readonly historyMaxBytes: number;
@@ -261,11 +267,14 @@ export class KvStore {
    * The same bytes as snapshot(), encoded in slices between which the event loop runs, so a large
    * state does not stall the node. The state is captured when this is called: entries changed while
    * it runs are copied on write (at most one copy each) and the snapshot shows them as they were.
+   * `entriesPerSlice` defaults to about SNAPSHOT_SLICE_BYTES of keys and values.
    */
-  async snapshotAsync(entriesPerSlice = 20_000): Promise<Uint8Array> {
+  async snapshotAsync(entriesPerSlice?: number): Promise<Uint8Array> {
+    const perKey = this.mvcc.dataBytes / Math.max(1, this.mvcc.index.size);
+    const slice = entriesPerSlice ?? Math.max(1, Math.floor(SNAPSHOT_SLICE_BYTES / Math.max(1, perKey)));
     const job = this.beginSnapshot();
     try {
-      while (!job.step(entriesPerSlice)) await new Promise<void>((r) => setImmediate(r));
+      while (!job.step(slice)) await new Promise<void>((r) => setImmediate(r));
       return job.finish();
     } catch (err) {
       job.abandon();
@@ -282,12 +291,12 @@ export class KvStore {
 
   private beginSnapshot(): { step: (n: number) => boolean; finish: () => Uint8Array; abandon: () => void } {
     if (this.mvcc.frozen !== null) throw new Error("a snapshot is already being encoded");
-    // Everything but the key table is small: copy it now. The key table is a list of references;
-    // the entries they point to are frozen by copy-on-write in putKey until finish().
-    const entries: Entry[] = [];
-    this.mvcc.index.forEach((entry) => {
-      entries.push(entry);
-    });
+    // Everything but the key table is small: copy it now. The key table is the index's chunks, frozen
+    // by copy-on-write (OrderedIndex.freeze: a million keys in about 2,000 chunk references, so nothing
+    // here walks the keys); the entries they point to are frozen by copy-on-write in putKey until finish().
+    const index = this.mvcc.index;
+    const chunks = index.freeze();
+    const keyCount = index.size;
     const frozen = new Map<Entry, Entry>();
     this.mvcc.frozen = frozen;
     const leases: number[] = [];
@@ -298,7 +307,7 @@ export class KvStore {
     for (const [clientId, session] of this.sessions.sessions) {
       sessions.push(clientId, session.seq, session.lastSeen, session.result);
     }
-    const header = [SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, this.lastApplied, this.mvcc.revision, this.sessions.clock, this.leases.nextLeaseId, entries.length];
+    const header = [SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, this.lastApplied, this.mvcc.revision, this.sessions.clock, this.leases.nextLeaseId, keyCount];
     // Layout: [u32 length of the CBOR head][CBOR head][key table]. The table (most of the bytes)
     // never passes through cbor-x, whose shared output buffer would otherwise grow to its size and
     // stay that large, pinned by every small value encoded into it later.
@@ -307,30 +316,43 @@ export class KvStore {
     // key, value, createRevision, modRevision, version, lease. The buffer is sized for all of it up
     // front (at most 4 lengths and 4 numbers of 8 bytes a key), so no slice ever copies what came before
     // and finish() copies nothing: a 300 MB state is never moved in one turn of the event loop.
-    const estimate = this.mvcc.dataBytes - entries.length * ENTRY_OVERHEAD_BYTES + entries.length * 48;
+    const estimate = this.mvcc.dataBytes - keyCount * ENTRY_OVERHEAD_BYTES + keyCount * 48;
     const table = new ByteWriter(4 + head.length + Math.max(1024, estimate));
     const length = new Uint8Array(4);
     new DataView(length.buffer).setUint32(0, head.length);
     table.raw(length);
     table.raw(head);
-    let next = 0;
+    // The cursor: chunk c, record i within it.
+    let c = 0;
+    let i = 0;
     const done = () => {
-      if (this.mvcc.frozen === frozen) this.mvcc.frozen = null;
+      if (this.mvcc.frozen === frozen) {
+        this.mvcc.frozen = null;
+        index.thaw();
+      }
     };
     return {
       step: (n) => {
-        const end = Math.min(entries.length, next + n);
-        for (; next < end; next++) {
-          const live = entries[next]!;
-          const entry = frozen.get(live) ?? live;
-          table.binaryString(entry.key);
-          table.bytes(entry.value);
-          table.uvarint(entry.createRevision);
-          table.uvarint(entry.modRevision);
-          table.uvarint(entry.version);
-          table.uvarint(entry.lease);
+        for (let left = n; left > 0 && c < chunks.length; ) {
+          const chunk = chunks[c]!;
+          const end = Math.min(chunk.length, i + left);
+          left -= end - i;
+          for (; i < end; i++) {
+            const live = chunk[i]!;
+            const entry = frozen.get(live) ?? live;
+            table.binaryString(entry.key);
+            table.bytes(entry.value);
+            table.uvarint(entry.createRevision);
+            table.uvarint(entry.modRevision);
+            table.uvarint(entry.version);
+            table.uvarint(entry.lease);
+          }
+          if (i === chunk.length) {
+            c++;
+            i = 0;
+          }
         }
-        return next >= entries.length;
+        return c >= chunks.length;
       },
       finish: () => {
         done();

@@ -3,7 +3,7 @@
 // (what to persist, what to send, what to apply) and acknowledges it with advance().
 
 import { applyConfChange, configOf, describeChange, encodeConfig, isMember, isVoter, members, type ConfChange } from "./confchange";
-import { isPaused, newProgress, toProbe, type Progress, type ProgressState } from "./progress";
+import { addInflight, clearInflight, freeInflight, isPaused, newProgress, toProbe, type Progress, type ProgressState } from "./progress";
 import { committedIndex, hasQuorum, voteResult } from "./quorum";
 import {
   ENTRY_CONFIG,
@@ -54,6 +54,8 @@ export interface RaftConfig {
   maxBytesPerAppend?: number;
   /** Append messages a leader keeps in flight to one follower before waiting for acknowledgements. */
   maxInflight?: number;
+  /** Entry bytes a leader keeps in flight to one follower (progress.ts InflightLimits). */
+  maxInflightBytes?: number;
 }
 
 export interface InitialState {
@@ -66,6 +68,7 @@ export interface InitialState {
 export const DEFAULT_MAX_ENTRIES_PER_APPEND = 512;
 export const DEFAULT_MAX_BYTES_PER_APPEND = 1024 * 1024;
 export const DEFAULT_MAX_INFLIGHT = 64;
+export const DEFAULT_MAX_INFLIGHT_BYTES = 4 * 1024 * 1024;
 
 /** A learner may be promoted once its log is at most this many entries behind the leader's commit index. */
 export const PROMOTE_MAX_LAG = 1000;
@@ -166,6 +169,7 @@ export class RaftCore {
       maxEntriesPerAppend: cfg.maxEntriesPerAppend ?? DEFAULT_MAX_ENTRIES_PER_APPEND,
       maxBytesPerAppend: cfg.maxBytesPerAppend ?? DEFAULT_MAX_BYTES_PER_APPEND,
       maxInflight: cfg.maxInflight ?? DEFAULT_MAX_INFLIGHT,
+      maxInflightBytes: cfg.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES,
     };
     if (init) {
       if (init.snapshot) {
@@ -812,10 +816,10 @@ export class RaftCore {
       pr.match = m.matchIndex;
       pr.stallTicks = 0;
       if (pr.next <= pr.match) pr.next = pr.match + 1;
-      while (pr.inflight.length && pr.inflight[0]! <= pr.match) pr.inflight.shift();
+      freeInflight(pr, pr.match);
       if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot)) {
         pr.state = "replicate";
-        pr.inflight = [];
+        clearInflight(pr);
         pr.probeSent = false;
       }
       if (this.maybeCommit()) this.pendingAppendBroadcast = true;
@@ -874,14 +878,14 @@ export class RaftCore {
   }
 
   private sendAppendsWhileOpen(peer: NodeId, pr: Progress): void {
-    while (!isPaused(pr, this.cfg.maxInflight) && pr.next <= this.lastIndex()) {
+    while (!isPaused(pr, this.cfg) && pr.next <= this.lastIndex()) {
       if (!this.sendAppend(peer, pr)) break;
     }
   }
 
   /** Send entries from pr.next (or a snapshot when they are compacted). Returns false if nothing was sent. */
   private sendAppend(peer: NodeId, pr: Progress, allowEmpty = false): boolean {
-    if (isPaused(pr, this.cfg.maxInflight)) return false;
+    if (isPaused(pr, this.cfg)) return false;
     const prevIndex = pr.next - 1;
     const prevTerm = this.termAt(prevIndex);
     if (prevTerm === undefined || pr.next < this.firstIndex()) {
@@ -889,7 +893,7 @@ export class RaftCore {
       pr.state = "snapshot";
       pr.pendingSnapshot = this.snapIndex;
       pr.stallTicks = 0;
-      pr.inflight = [];
+      clearInflight(pr);
       this.send({ type: "snap", from: this.id, to: peer, term: this.term, snapshot: { index: this.snapIndex, term: this.snapTerm, config: this.snapConfig } });
       return true;
     }
@@ -916,7 +920,7 @@ export class RaftCore {
     if (entries.length) {
       const last = entries[entries.length - 1]!.index;
       if (pr.state === "replicate") {
-        pr.inflight.push(last);
+        addInflight(pr, last, bytes);
         pr.next = last + 1;
       } else {
         pr.probeSent = true;
@@ -933,7 +937,7 @@ export class RaftCore {
    * compacted away) still gets one that needs nothing from the log, so check-quorum counts it alive.
    */
   private sendHeartbeat(peer: NodeId, pr: Progress): void {
-    if (pr.state !== "snapshot" && !isPaused(pr, this.cfg.maxInflight) && pr.next <= this.lastIndex()) {
+    if (pr.state !== "snapshot" && !isPaused(pr, this.cfg) && pr.next <= this.lastIndex()) {
       if (this.sendAppend(peer, pr)) return;
     }
     const prevIndex = pr.match;

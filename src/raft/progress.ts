@@ -10,6 +10,9 @@ export interface Progress {
   probeSent: boolean;
   /** Replicate: last index carried by each unacknowledged append, oldest first. */
   inflight: number[];
+  /** The entry bytes each of those appends carried, and their sum. */
+  inflightBytes: number[];
+  bytesInFlight: number;
   /** Snapshot: the index of the snapshot being sent. */
   pendingSnapshot: number;
   /** Ticks spent in the current snapshot or without progress while behind. */
@@ -27,6 +30,8 @@ export function newProgress(next: number): Progress {
     state: "probe",
     probeSent: false,
     inflight: [],
+    inflightBytes: [],
+    bytesInFlight: 0,
     pendingSnapshot: 0,
     stallTicks: 0,
     recentActive: true,
@@ -37,18 +42,52 @@ export function newProgress(next: number): Progress {
 export function toProbe(pr: Progress, next: number): void {
   pr.state = "probe";
   pr.next = next;
-  pr.inflight = [];
+  clearInflight(pr);
   pr.probeSent = false;
   pr.stallTicks = 0;
 }
 
+/** An append carrying entries up to `last`, `bytes` of them, is on its way. */
+export function addInflight(pr: Progress, last: number, bytes: number): void {
+  pr.inflight.push(last);
+  pr.inflightBytes.push(bytes);
+  pr.bytesInFlight += bytes;
+}
+
+/** The follower holds everything up to `match`: the appends that carried it are no longer in flight. */
+export function freeInflight(pr: Progress, match: number): void {
+  let n = 0;
+  while (n < pr.inflight.length && pr.inflight[n]! <= match) pr.bytesInFlight -= pr.inflightBytes[n++]!;
+  if (n === 0) return;
+  pr.inflight.splice(0, n);
+  pr.inflightBytes.splice(0, n);
+}
+
+export function clearInflight(pr: Progress): void {
+  pr.inflight = [];
+  pr.inflightBytes = [];
+  pr.bytesInFlight = 0;
+}
+
+/** Flow control of appends to one follower in replicate state. */
+export interface InflightLimits {
+  /** Appends in flight. */
+  maxInflight: number;
+  /**
+   * Entry bytes in flight. It bounds the work of one turn too: a follower that comes back far behind
+   * is sent this much at a time, not 64 appends of 1 MiB in one turn (measured: 14 of them took the
+   * leader 150-300 ms to encode on a loaded 2-core machine, long enough to delay its heartbeats).
+   */
+  maxInflightBytes: number;
+}
+
 /** Whether no further append may be sent to this follower now. */
-export function isPaused(pr: Progress, maxInflight: number): boolean {
+export function isPaused(pr: Progress, limits: InflightLimits): boolean {
   switch (pr.state) {
     case "probe":
       return pr.probeSent;
     case "replicate":
-      return pr.inflight.length >= maxInflight;
+      return pr.inflight.length >= limits.maxInflight || pr.bytesInFlight >= limits.maxInflightBytes;
     case "snapshot":
       return true;
   }

@@ -351,8 +351,18 @@ export class NodeRuntime {
   }
 
   private processReady(): void {
+    const t0 = this.clock.now();
+    let readies = 0;
+    let applied = 0;
+    let sent = 0;
     try {
-      while (this.core.hasReady()) this.handleReady(this.core.ready());
+      while (this.core.hasReady()) {
+        const rd = this.core.ready();
+        readies++;
+        applied += rd.committed.length;
+        sent += rd.messages.length;
+        this.handleReady(rd);
+      }
     } catch (err) {
       // Anything thrown here (requests' own failures are caught where they happen) leaves the Ready
       // loop half done: stop rather than limp on.
@@ -363,6 +373,9 @@ export class NodeRuntime {
     this.noticeRoleChange();
     this.noticeConfigChange();
     this.maybeSnapshot();
+    const ms = this.clock.now() - t0;
+    // As long as two heartbeat intervals: the turn delayed heartbeats (StallWatch counts the stall).
+    if (ms >= 2 * this.opts.heartbeatTicks * this.opts.tickMs) this.log.warn("slow Ready turn", { ms: Math.round(ms), readies, applied, messages: sent });
   }
 
   private noticeConfigChange(): void {

@@ -14,9 +14,9 @@ import type { SnapshotSaveHeader } from "../protocol";
 import { MAX_SNAPSHOT_SAVES, SNAPSHOT_SAVE_CHUNK_BYTES, SNAPSHOT_SAVE_IDLE_TIMEOUT_MS } from "./limits";
 
 /**
- * Bytes encoded, and bytes hashed, per event-loop turn, so a large state does not stall heartbeats
- * (measured: 12 MB of 2 KB values encoded in one turn blocked a loaded node for 0.8 s, and its
- * followers elected a new leader).
+ * Bytes hashed per event-loop turn (encoding is sliced the same way, by KvStore.snapshotAsync), so a
+ * large state does not stall heartbeats (measured: 12 MB of 2 KB values encoded in one turn blocked a
+ * loaded node for 0.8 s, and its followers elected a new leader).
  */
 const SLICE_BYTES = 1024 * 1024;
 /** How often a save that finds another snapshot being encoded tries again. */
@@ -78,8 +78,7 @@ export class SnapshotSaves {
           await Bun.sleep(ENCODER_BUSY_RETRY_MS);
           continue;
         }
-        const bytesPerKey = kv.stats().approxBytes / Math.max(1, at.keys);
-        data = await kv.snapshotAsync(Math.max(1, Math.floor(SLICE_BYTES / Math.max(1, bytesPerKey))));
+        data = await kv.snapshotAsync();
       }
       const hash = createHash("sha256");
       for (let off = 0; off < data.length; off += SLICE_BYTES) {

@@ -88,7 +88,11 @@ describe("abusive clients against a 3-node cluster", () => {
     await waitFor("every reply, or the node closing the connection", () => replies.size === n || conn.closed, 30000);
     conn.close();
     const refused = [...replies.values()].filter((r) => !r.ok);
-    expect(refused.length).toBeGreaterThan(0);
+    // The node cuts the connection off with a reset, which discards the replies the client had not read
+    // yet (on a loaded machine, possibly every TOO_BUSY): then only its log shows the refusals.
+    if (refused.length === 0) {
+      await waitFor("the node to log why it cut the connection off", () => c.logs(before.leader).includes(`of its requests were refused over the limits`), 5000);
+    }
     expect(refused.length).toBeLessThan(n);
     for (const r of refused) {
       expect(r.code).toBe("TOO_BUSY");

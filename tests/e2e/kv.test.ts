@@ -181,13 +181,17 @@ describe("state machine e2e", () => {
     const lease = await client.leaseGrant(60_000);
     await client.put("leased/a", "1", { lease: lease.id });
     await client.put("leased/b", "2", { lease: lease.id });
+    // A key that is not UTF-8 comes back in --json as base64, marked as such (as `get --json` does).
+    await client.put(new Uint8Array([0x6c, 0xff, 0x00]), "3", { lease: lease.id });
     const list = JSON.parse((await c.cli(["lease", "list", "--json"])).stdout) as { leases: { id: number; ttlMs: number; remainingMs: number; keyCount: number }[] };
     const mine = list.leases.find((l) => l.id === lease.id)!;
-    expect(mine).toMatchObject({ ttlMs: 60_000, keyCount: 2 });
+    expect(mine).toMatchObject({ ttlMs: 60_000, keyCount: 3 });
     expect(mine.remainingMs).toBeGreaterThan(0);
     expect(mine.remainingMs).toBeLessThanOrEqual(60_000);
     const ttl = JSON.parse((await c.cli(["lease", "timetolive", String(lease.id), "--json"])).stdout);
-    expect(ttl).toMatchObject({ id: lease.id, ttlMs: 60_000, keys: ["leased/a", "leased/b"] });
+    expect(ttl).toMatchObject({ id: lease.id, ttlMs: 60_000, keyCount: 3 });
+    expect(ttl.keys).toHaveLength(3);
+    expect(ttl.keys).toEqual(expect.arrayContaining([{ key: "bP8A", keyEncoding: "base64" }, { key: "leased/a" }, { key: "leased/b" }]));
     const text = await c.cli(["lease", "timetolive", String(lease.id)]);
     expect(text.stdout).toContain(`lease ${lease.id}: granted TTL 60s`);
     expect(text.stdout).toContain("leased/b");

@@ -59,3 +59,26 @@ test("bulk load then mutate", () => {
   expect(index.countRange("01234", "01235")).toBe(2);
   index.checkInvariants();
 });
+
+test("a frozen view keeps the records as they were while the index splits, shrinks and merges chunks", () => {
+  const random = rng(11);
+  const index = new OrderedIndex<{ key: string; n: number }>();
+  const key = (i: number) => String(i).padStart(6, "0");
+  for (let i = 0; i < 5000; i += 2) index.insert({ key: key(i), n: i });
+  const before: string[] = [];
+  index.forEach((r) => before.push(r.key));
+  const view = index.freeze();
+  for (let step = 0; step < 20_000; step++) {
+    const i = randInt(random, 5000);
+    if (random() < 0.5) index.insert({ key: key(i), n: -i });
+    else index.remove(key(i));
+  }
+  index.checkInvariants();
+  expect(view.flat().map((r) => r.key)).toEqual(before);
+  // After thaw() changes no longer copy chunks: a new view shows them.
+  index.thaw();
+  const live: string[] = [];
+  index.forEach((r) => live.push(r.key));
+  expect(index.freeze().flat().map((r) => r.key)).toEqual(live);
+  index.thaw();
+});

@@ -172,4 +172,24 @@ describe("snapshot encoded in the background", () => {
     expect(KvStore.restore(store.snapshot()).get(enc.encode("new-key"))).not.toBeNull();
     expect(KvStore.restore(got).get(enc.encode("new-key"))).toBeNull();
   });
+
+  test("sees the key set as of its start though thousands of keys are added and deleted between slices", async () => {
+    const store = new KvStore();
+    const enc = new TextEncoder();
+    let index = 0;
+    const key = (i: number) => enc.encode(`k${String(i).padStart(5, "0")}`);
+    for (let i = 0; i < 6000; i += 2) store.apply(++index, { op: "put", key: key(i), value: enc.encode(`v${i}`) }, { now: 0 });
+    const expected = store.snapshot();
+    const pending = store.snapshotAsync(100);
+    // Between slices: fill the gaps (chunks split), then delete runs of keys (chunks shrink and merge).
+    for (let round = 0; round < 6; round++) {
+      for (let i = 1 + round * 1000; i < (round + 1) * 1000; i += 2) store.apply(++index, { op: "put", key: key(i), value: enc.encode("new") }, { now: 0 });
+      for (let i = round * 1000; i < round * 1000 + 800; i++) store.apply(++index, { op: "del", key: key(i) }, { now: 0 });
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    const got = await pending;
+    expect(bytesEqual(got, expected)).toBe(true);
+    store.checkInvariants();
+    expect(store.stats().keys).toBe(6 * 200);
+  });
 });

@@ -1,13 +1,13 @@
 // One test per protocol rule. Each drives RaftCore by hand, so the rule it names is the only thing
 // that can make it pass.
 import { describe, expect, test } from "bun:test";
-import { RaftCore, type InitialState } from "../../src/raft/core";
+import { RaftCore, type InitialState, type RaftConfig } from "../../src/raft/core";
 import { NONE, type Entry, type Message, type Ready } from "../../src/raft/types";
 import { mulberry32 } from "../rng";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-function node(id: number, voters = [1, 2, 3], init?: InitialState, opts: { preVote?: boolean; checkQuorum?: boolean } = {}) {
+function node(id: number, voters = [1, 2, 3], init?: InitialState, opts: Partial<Pick<RaftConfig, "preVote" | "checkQuorum" | "maxInflightBytes" | "maxBytesPerAppend">> = {}) {
   return new RaftCore({ id, voters, electionTicks: 10, heartbeatTicks: 1, rng: mulberry32(id), ...opts }, init);
 }
 
@@ -352,6 +352,34 @@ describe("replication", () => {
     exchange(nodes, msgs(n1));
     expect(nodes.get(3)!.lastIndex()).toBe(6);
     expect(nodes.get(3)!.commit).toBe(6);
+  });
+
+  test("flow control: a follower far behind gets at most maxInflightBytes of entries per turn, then the rest as it acknowledges", () => {
+    const nodes = cluster([1, 2, 3], { maxInflightBytes: 10_000, maxBytesPerAppend: 3_000 });
+    const cut = (m: Message) => m.to === 3 || m.from === 3;
+    const n1 = electFirst(nodes, 1, cut);
+    for (let i = 0; i < 40; i++) n1.propose(new Uint8Array(1000));
+    exchange(nodes, msgs(n1), cut);
+    // Node 3 is back: deliver everything, noting the entry bytes the leader sends it in any one turn.
+    let worst = 0;
+    n1.tick();
+    let queue = msgs(n1);
+    while (queue.length) {
+      const next: Message[] = [];
+      for (const m of queue) {
+        const to = nodes.get(m.to)!;
+        to.step(m);
+        const out = msgs(to);
+        const bytes = out.reduce((sum, x) => sum + (x.type === "app" && x.to === 3 ? x.entries.reduce((b, e) => b + e.data.length, 0) : 0), 0);
+        if (to === n1) worst = Math.max(worst, bytes);
+        next.push(...out);
+      }
+      queue = next;
+    }
+    expect(nodes.get(3)!.lastIndex()).toBe(n1.lastIndex());
+    expect(worst).toBeGreaterThan(0);
+    // The limit, overshot by at most the append that crossed it.
+    expect(worst).toBeLessThanOrEqual(10_000 + 3_000);
   });
 
   test("a follower whose next entry was compacted away is sent a snapshot", () => {
