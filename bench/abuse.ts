@@ -98,13 +98,18 @@ const abusers: Abuser[] = [
   },
   {
     name: "watches",
-    what: "50,000 watch requests on one connection, then 10 more connections of 5,000 each",
+    what: "10 connections holding 1,000 watches each (the node's limit: 10,000) on the keys the normal load writes, reading every event",
     async run(ports, leader) {
-      for (let k = 0; k < 11; k++) {
+      let bytes = 0;
+      setInterval(() => {
+        console.log(`  (abuser: ${(bytes / MiB).toFixed(1)} MiB of watch frames received in the last second)`);
+        bytes = 0;
+      }, 1000);
+      for (let k = 0; k < 10; k++) {
         const s = await rawSocket(ports[leader]!);
-        const n = k === 0 ? 50_000 : 5_000;
-        // Watch the normal load's keys, so every put has watchers to notify.
-        for (let i = 1; i <= n; i++) s.write(encodeFrame({ k: "req", id: i, op: "watch", selector: { key: te.encode("n/"), prefix: true } }));
+        s.on("data", (chunk: Buffer) => (bytes += chunk.length)); // reads everything, so the node has to keep sending
+        // Watch the normal load's keys, so every put has 10,000 watchers to notify.
+        for (let i = 1; i <= 1000; i++) s.write(encodeFrame({ k: "req", id: i, op: "watch", selector: { key: te.encode("n/"), prefix: true } }));
       }
       await forever();
     },

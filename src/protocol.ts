@@ -17,11 +17,13 @@ export interface HelloFrame {
 
 /**
  * A member's answer to the hello of a node that joins (`serve --join`, hello.cluster ""): the id of the
- * cluster it joined, which the node records before it accepts any member's hello.
+ * cluster it joined, which the node records before it accepts any member's hello, and the members'
+ * addresses as that member knows them (its nodes.conf may name only one), so the leader can reach it.
  */
 export interface WelcomeFrame {
   k: "welcome";
   cluster: string;
+  members: { id: number; addr: string }[];
 }
 
 /** A Raft message between peers, in the wire form of raft/wire.ts (appends carry [term, data] pairs). */

@@ -151,7 +151,15 @@ export class FramedConn {
    */
   send(value: unknown): boolean {
     if (this.isClosed) return false;
-    const frame = encodeFrame(value, this.maxFrameBytes);
+    return this.sendEncoded(encodeFrame(value, this.maxFrameBytes));
+  }
+
+  /**
+   * Writes bytes that are already whole frames (one or several, each a length header and its payload,
+   * none over maxFrameBytes: the caller checked), queued like send()'s. Returns false as send() does.
+   */
+  sendEncoded(frame: Uint8Array): boolean {
+    if (this.isClosed) return false;
     if (this.sendQueueBytes > 0) {
       if (!this.slowReader && this.sendQueueBytes + frame.length > this.maxQueuedBytes) return false;
       if (!this.enqueue(frame)) return false;

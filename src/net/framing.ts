@@ -76,6 +76,17 @@ function newDecoder(): Decoder {
   return new Decoder({ useRecords: false, mapsAsObjects: true, copyBuffers: true });
 }
 
+/**
+ * The CBOR encoding of `value` alone (a frame's payload, without its length header), in a buffer of its
+ * own, with the settings every frame uses: for callers that build frames from parts encoded once.
+ */
+export function encodePayload(value: unknown): Uint8Array {
+  const encoded = encoder.encode(value);
+  const payload = new Uint8Array(encoded.length);
+  payload.set(encoded);
+  return payload;
+}
+
 /** Encodes `value` as one frame: 4-byte big-endian length + CBOR. Throws FrameTooLargeError over the limit. */
 export function encodeFrame(value: unknown, maxFrameBytes: number = MAX_FRAME_BYTES): Uint8Array {
   // The encoder returns a view into its own reusable buffer: copy it out right away.

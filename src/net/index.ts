@@ -6,6 +6,7 @@ export {
   FrameDecoder,
   ByteBudget,
   encodeFrame,
+  encodePayload,
 } from "./framing";
 export {
   DEFAULT_MAX_QUEUED_BYTES,

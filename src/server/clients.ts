@@ -25,7 +25,7 @@ interface ConnState {
 export const MAX_LEASES_LISTED = 10_000;
 
 /** What the client side needs of a connection (FramedConn in production). */
-export type ClientConn = Pick<FramedConn, "send" | "close" | "closed">;
+export type ClientConn = Pick<FramedConn, "send" | "sendEncoded" | "close" | "closed">;
 
 export interface ClientServiceDeps {
   runtime: NodeRuntime;

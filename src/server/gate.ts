@@ -10,6 +10,7 @@
 // nodes.conf, of another cluster, says it is not a member was added to one cluster and given the other's
 // nodes.conf: it refuses to run.
 
+import { formatAddr, type NodeAddr } from "../config";
 import type { FramedConn, RefusedFrame } from "../net";
 import { describeIdentity } from "../net/tls";
 import type { ClientOp, HelloFrame, WelcomeFrame } from "../protocol";
@@ -36,6 +37,8 @@ export const REFUSED_JOIN_PENDING = "JOIN_PENDING";
 export interface GateOptions {
   /** Is this id a member of the cluster now (nodes.conf, or added since through the log)? */
   isMember: (id: number) => boolean;
+  /** The members' addresses, sent in a welcome. */
+  memberAddrs: () => readonly NodeAddr[];
   /** Record the identity durably (a joining node learned its cluster id); called before the gate uses it. */
   recordIdentity: (identity: NodeIdentity) => void;
   /** This joining node was given another cluster's nodes.conf: it must not run. */
@@ -83,14 +86,16 @@ export class ConnectionGate {
     const from = frame.from;
     const cert = conn.certificate;
     if (cert && cert.kind !== "node") return this.refuse(conn, REFUSED_NOT_A_PEER, `a ${describeIdentity(cert)} certificate cannot be used as a peer`);
-    if (typeof from !== "number" || from === this.self.nodeId || !this.options.isMember(from)) {
-      return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from ${JSON.stringify(from)}, which is not a member of this node's configuration`);
-    }
+    const notMember = () => this.refuse(conn, REFUSED_NOT_A_PEER, `hello from ${JSON.stringify(from)}, which is not a member of this node's configuration`);
+    if (typeof from !== "number" || from === this.self.nodeId) return notMember();
     if (cert && cert.nodeId !== from) {
       return this.refuse(conn, REFUSED_NOT_A_PEER, `hello claims node ${from} but the certificate is node ${cert.nodeId}'s`);
     }
     if (typeof frame.cluster !== "string") return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from node ${from} names no cluster`);
+    // Before its welcome a joining node knows neither its cluster nor every member (the leader may be
+    // missing from its nodes.conf): it admits no one, and tells them to retry.
     if (this.awaitingWelcome) return this.refuseWhileJoining(conn, from, frame.cluster);
+    if (!this.options.isMember(from)) return notMember();
     if (frame.cluster !== "" && frame.cluster !== this.self.clusterId) {
       return this.refuse(
         conn,
@@ -109,32 +114,44 @@ export class ConnectionGate {
       this.knownPeers.record(from, frame.incarnation);
       this.log.info("recorded a peer's incarnation", { peer: from, incarnation: frame.incarnation });
     } else if (known !== frame.incarnation) {
+      const replace = `\`raftkv member remove ${from}\`, \`raftkv member add NEW_ID HOST:PORT\`, then start it with \`raftkv serve NEW_ID CONFIG --join\``;
       return this.refuse(
         conn,
         REFUSED_INCARNATION,
-        `node ${this.self.nodeId} knows node ${from} as incarnation ${known}, but it now presents ${frame.incarnation}: ` +
-          `its data dir was emptied or replaced, so it forgot its term, vote and log and may not rejoin as node ${from}. ` +
-          `Replace it instead: \`raftkv member remove ${from}\`, \`raftkv member add NEW_ID HOST:PORT\`, then start it with \`raftkv serve NEW_ID CONFIG --join\``,
+        frame.cluster === ""
+          ? `node ${this.self.nodeId} already knew another node ${from} (incarnation ${known}): a joining node needs an id this cluster never used. ` +
+              `Join under a new id instead: ${replace}`
+          : `node ${this.self.nodeId} knows node ${from} as incarnation ${known}, but it now presents ${frame.incarnation}: ` +
+              `its data dir was emptied or replaced, so it forgot its term, vote and log and may not rejoin as node ${from}. ` +
+              `Replace it instead: ${replace}`,
       );
     }
     conn.peerId = from;
     conn.exemptFromPartialFrameBudget();
     // A member added with `member add` joining: tell it which cluster it joined.
-    if (frame.cluster === "") conn.send({ k: "welcome", cluster: this.self.clusterId } satisfies WelcomeFrame);
+    if (frame.cluster === "") {
+      const members = this.options.memberAddrs().map((a) => ({ id: a.id, addr: formatAddr(a) }));
+      conn.send({ k: "welcome", cluster: this.self.clusterId, members } satisfies WelcomeFrame);
+    }
   }
 
-  /** A peer this node dialed welcomed it: a joining node records its cluster's id. */
-  onWelcome(peer: number, frame: Partial<WelcomeFrame>): void {
+  /**
+   * A peer this node dialed welcomed it: a joining node records its cluster's id. True when the welcome
+   * came from this node's cluster (its member list may then be used).
+   */
+  onWelcome(peer: number, frame: Partial<WelcomeFrame>): boolean {
     const cluster = frame.cluster;
-    if (typeof cluster !== "string" || cluster === "" || cluster.length > 64) return;
+    if (typeof cluster !== "string" || cluster === "" || cluster.length > 64) return false;
     if (!this.awaitingWelcome) {
-      if (cluster !== this.self.clusterId) this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
-      return;
+      if (cluster === this.self.clusterId) return true;
+      this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
+      return false;
     }
     this.options.recordIdentity({ ...this.self, clusterId: cluster });
     this.self.clusterId = cluster;
     this.helloFrame.cluster = cluster;
     this.log.info("joined a cluster: recorded its id", { cluster, welcomedBy: peer });
+    return true;
   }
 
   /** A peer refused this node's connection. A joining node checks it against who contacted it. */

@@ -32,6 +32,15 @@ export const MAX_WATCHES_PER_CONNECTION = 1_000;
 export const MAX_WATCHES_TOTAL = 10_000;
 
 /**
+ * How many bytes of events (keys and values, plus 64 bytes each; every event, watched or not) that are
+ * no longer in the store's history a watch may still need. The history keeps the last 10,000 events or
+ * 64 MiB by default, and a watch within it may replay all of it; past this, the watch is ended with
+ * WATCHER_TOO_SLOW and the revision to watch again from. So the node keeps at most about this much beyond
+ * its history for its slowest watchers.
+ */
+export const MAX_WATCH_BACKLOG_BYTES = 32 * 1024 * 1024;
+
+/**
  * An incoming snapshot transfer (one at most per configured peer) is dropped when no chunk of it has
  * arrived for this long, as it is when its connection closes.
  */
@@ -63,6 +72,7 @@ export const LIMITS_HELP: readonly [name: string, value: number, meaning: string
   ["refusals per connection", MAX_REFUSALS_PER_CONNECTION, `requests refused over a limit within ${REFUSALS_WINDOW_MS} ms; then the connection is closed (logged)`],
   ["watches per connection", MAX_WATCHES_PER_CONNECTION, "then TOO_MANY_WATCHES"],
   ["watches per node", MAX_WATCHES_TOTAL, "then TOO_MANY_WATCHES"],
+  ["watch backlog (bytes)", MAX_WATCH_BACKLOG_BYTES, "events a watch has yet to get that are older than the node's history; then WATCHER_TOO_SLOW and the revision to resume from"],
   ["snapshot transfer idle timeout (ms)", SNAPSHOT_TRANSFER_IDLE_TIMEOUT_MS, "one incoming transfer per configured peer; dropped after this long without a chunk, or when its connection closes"],
   ["snapshot transfer size (bytes)", MAX_SNAPSHOT_TRANSFER_BYTES, "the largest snapshot a follower accepts from its leader (held in one buffer while it arrives)"],
   ["snapshot saves per node", MAX_SNAPSHOT_SAVES, "`raftkv snapshot save` transfers at once (each holds a copy of the state); then TOO_BUSY"],

@@ -1,7 +1,7 @@
 // The production node: assembles the runtime (runtime.ts) with real time, the write-ahead log and
 // snapshot files in the data directory, TCP peers and clients, and optional HTTP.
 
-import { formatAddr, type NodeAddr } from "../config";
+import { formatAddr, parseEndpoint, type NodeAddr } from "../config";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
@@ -146,6 +146,7 @@ export class RaftKvNode {
       this.joined = identity.joined === true;
       const gateOptions = {
         isMember: (id: number) => this.addrs.some((a) => a.id === id),
+        memberAddrs: () => memberAddrs(this.runtime.core.membership.config, this.opts.nodes),
         recordIdentity: (updated: typeof identity) => writeIdentity(dataDir, updated),
         joinConflict: (message: string) => {
           this.log.error(`refusing to run: ${message}`);
@@ -239,7 +240,7 @@ export class RaftKvNode {
       tls: this.tls,
       onRefused: (peer, err) => this.refusedByPeer(peer, err),
       onFrame: (peer, value) => {
-        if ((value as { k?: unknown } | null)?.k === "welcome") this.gate.onWelcome(peer, value as Partial<WelcomeFrame>);
+        if ((value as { k?: unknown } | null)?.k === "welcome") this.welcomed(peer, value as Partial<WelcomeFrame>);
       },
     });
     // A node that joined has no bootstrap configuration: its snapshots always carry theirs.
@@ -325,6 +326,28 @@ export class RaftKvNode {
     } catch (err) {
       this.log.error("could not reload TLS certificates; keeping the old ones", { reason: (err as Error).message });
     }
+  }
+
+  /**
+   * A member welcomed this joining node. Until its log or a snapshot gives it a configuration, it takes
+   * the members' addresses from the welcome: its nodes.conf may not name the leader, which it must reach.
+   */
+  private welcomed(peer: number, frame: Partial<WelcomeFrame>): void {
+    if (!this.gate.onWelcome(peer, frame) || this.runtime.core.membership.config.voters.length > 0 || !Array.isArray(frame.members)) return;
+    const welcome: NodeAddr[] = [];
+    for (const m of frame.members as unknown[]) {
+      const { id, addr } = (m ?? {}) as { id?: unknown; addr?: unknown };
+      if (typeof id !== "number" || !Number.isSafeInteger(id) || typeof addr !== "string" || id === this.id) continue;
+      try {
+        welcome.push({ id, ...parseEndpoint(addr) });
+      } catch {
+        // an address this node cannot use: skip it
+      }
+    }
+    if (welcome.length === 0) return;
+    const others = this.addrs.filter((a) => !welcome.some((w) => w.id === a.id));
+    this.addrs.splice(0, this.addrs.length, ...welcome, ...others);
+    this.transport.setPeers([...this.addrs]);
   }
 
   /** A peer refused our connection. One that knows another incarnation of this node is final. */

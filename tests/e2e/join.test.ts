@@ -11,8 +11,8 @@ afterEach(async () => {
   for (const c of clusters.splice(0)) await c.cleanup();
 });
 
-function cluster(nodes: number): TestCluster {
-  const c = new TestCluster({ nodes });
+function cluster(nodes: number, extraArgs: string[] = []): TestCluster {
+  const c = new TestCluster({ nodes, extraArgs });
   clusters.push(c);
   return c;
 }
@@ -54,6 +54,23 @@ describe("cluster identity: join and restore", () => {
     }
     expect(clusterIdIn(c.dataDir(3))).toBe(clusterId);
     expect(c.logs(0) + c.logs(1) + c.logs(2) + c.logs(3)).not.toContain("CLUSTER_MISMATCH");
+    client.close();
+  }, 120000);
+
+  test("a joining node whose nodes.conf names only a follower is reached by the leader and catches up through a snapshot", async () => {
+    const c = cluster(4, ["--snapshot-entries", "50"]);
+    writeConf(c, 3);
+    for (const id of [0, 1, 2]) c.start(id);
+    const leader = await c.waitForLeader(30000);
+    const client = c.client(30000);
+    for (let i = 0; i < 200; i += 20) await Promise.all(Array.from({ length: 20 }, (_, j) => client.put(`k${i + j}`, "v")));
+    await waitFor("the leader to compact its log", async () => ((await c.statuses()).find((s) => s.id === leader)?.snapshotIndex ?? 0) > 0);
+    expect((await c.cli(["member", "add", "3", c.endpoint(3)], { timeoutMs: 20000 })).stderr).toBe("");
+    const follower = [0, 1, 2].find((id) => id !== leader)!;
+    writeFileSync(c.conf, `${follower} 127.0.0.1 ${c.ports[follower]}\n3 127.0.0.1 ${c.ports[3]}\n`);
+    c.start(3, ["--join"]);
+    await caughtUp(c, 3, "node 3 to catch up");
+    expect(c.logs(3)).toContain("received snapshot");
     client.close();
   }, 120000);
 

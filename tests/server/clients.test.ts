@@ -2,7 +2,7 @@
 // hand-driven clock and fake connections: requests in flight per connection, refusals that close a
 // connection, watches per connection and in total, and replies or events too big for a frame.
 import { describe, expect, test } from "bun:test";
-import { FrameTooLargeError } from "../../src/net";
+import { FrameDecoder, FrameTooLargeError } from "../../src/net";
 import type { EventFrame, ResponseFrame } from "../../src/protocol";
 import { NONE } from "../../src/raft/types";
 import { ClientService, type ClientConn } from "../../src/server/clients";
@@ -15,7 +15,7 @@ import {
 } from "../../src/server/limits";
 import { Logger } from "../../src/server/log";
 import { NodeRuntime, type Clock } from "../../src/server/runtime";
-import { Watches } from "../../src/server/watches";
+import { Watches, type WatchesOptions } from "../../src/server/watches";
 
 const te = new TextEncoder();
 
@@ -27,6 +27,7 @@ type FakeConn = Omit<ClientConn, "closed"> & {
 };
 
 function fakeConn(): FakeConn {
+  const decoder = new FrameDecoder();
   const c: FakeConn = {
     closed: false,
     frames: [],
@@ -37,12 +38,13 @@ function fakeConn(): FakeConn {
       c.frames.push(f);
       return true;
     },
+    sendEncoded: (bytes: Uint8Array) => (c.frames.push(...decoder.push(bytes)), true),
   };
   return c;
 }
 
 /** A single-node cluster (it elects itself) whose Ready loop runs only when the test drains it. */
-function singleNode() {
+function singleNode(watchOptions: Omit<WatchesOptions, "defer"> = {}) {
   let mono = 0;
   const deferred: (() => void)[] = [];
   const timers: (() => void)[] = [];
@@ -76,7 +78,7 @@ function singleNode() {
       },
     },
   );
-  const watches = new Watches(runtime.kv, 1);
+  const watches = new Watches(runtime.kv, 1, { defer: clock.defer, ...watchOptions });
   const clients = new ClientService({ runtime, watches, logNow: () => mono, now: () => mono, nodes: [{ id: 1, host: "127.0.0.1", port: 1 }], status: () => ({}) as never });
   runtime.start();
   for (let i = 0; i < 20 && runtime.role !== "leader"; i++) {
@@ -91,9 +93,9 @@ function singleNode() {
     clients.onRequest(conn, { k: "req", id, op: "write", cmd: { op: "put", key: te.encode(key), value: te.encode(value) } } as never);
     return id;
   };
-  const watch = (conn: ClientConn, key: string) => {
+  const watch = (conn: ClientConn, key: string, prevKv = false) => {
     const id = nextId++;
-    clients.onRequest(conn, { k: "req", id, op: "watch", selector: { key: te.encode(key) } } as never);
+    clients.onRequest(conn, { k: "req", id, op: "watch", selector: { key: te.encode(key) }, prevKv } as never);
     return id;
   };
   return { runtime, clients, watches, drain, put, watch, advance: (ms: number) => (mono += ms) };
@@ -149,19 +151,23 @@ describe("one request's failure is that request's", () => {
   });
 
   test("watch events that do not fit in a frame end that watch with EVENTS_TOO_LARGE; the others still get theirs", () => {
-    const node = singleNode();
-    const victim = fakeConn();
-    victim.tooLarge = (f) => (f as EventFrame).k === "ev" && (f as EventFrame).events !== undefined;
-    const bystander = fakeConn();
-    node.watch(victim, "w");
-    node.watch(bystander, "w");
+    // Frames capped at 300 bytes: a 150-byte value fits, the same with its 150-byte previous value does not.
+    const node = singleNode({ maxFrameBytes: 300 });
+    const conn = fakeConn();
+    const value = "v".repeat(150);
     const writer = fakeConn();
-    const id = node.put(writer, "w");
+    node.put(writer, "w", value);
+    node.drain();
+    const victim = node.watch(conn, "w", true);
+    const bystander = node.watch(conn, "w");
+    const id = node.put(writer, "w", value);
     node.drain();
     expect(replyTo(writer, id)).toMatchObject({ ok: true });
-    expect(victim.frames.at(-1)).toMatchObject({ k: "ev", error: { code: "EVENTS_TOO_LARGE" } });
-    expect(victim.closed).toBe(true);
-    expect(bystander.frames.some((f) => (f as EventFrame).events?.length === 1)).toBe(true);
+    const frames = (watch: number) => conn.frames.filter((f) => (f as EventFrame).k === "ev" && (f as EventFrame).id === watch) as EventFrame[];
+    expect(frames(victim)).toMatchObject([{ error: { code: "EVENTS_TOO_LARGE" } }]);
+    expect(frames(victim)[0]!.error!.message).toContain("over the 300-byte frame limit");
+    expect(frames(bystander).map((f) => f.events?.length)).toEqual([1]);
+    expect(conn.closed).toBe(false); // one watch ended, not the connection
   });
 });
 

@@ -64,7 +64,7 @@ function singleNode() {
     }
   };
   const replies: ResponseFrame[] = [];
-  const conn: ClientConn = { closed: false, close: noop, send: (f: unknown) => (replies.push(f as ResponseFrame), true) };
+  const conn: ClientConn = { closed: false, close: noop, send: (f: unknown) => (replies.push(f as ResponseFrame), true), sendEncoded: () => true };
   const request = (body: Record<string, unknown>) => {
     const id = replies.length + 1000;
     clients.onRequest(conn, { k: "req", id, ...body } as never);

@@ -602,6 +602,7 @@ export class Sim {
         if (f.k === "res") onReply(f);
         return true;
       },
+      sendEncoded: () => true, // watch events: the simulation watches nothing
       close: () => {},
     };
   }
