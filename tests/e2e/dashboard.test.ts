@@ -45,6 +45,8 @@ test.skipIf(!haveChromium)("the dashboard, loaded from a follower, shows the clu
   });
   try {
     const page = await browser.newPage();
+    // The node's HTTP endpoints may come up a moment after its Raft port (which waitForLeader polls).
+    await waitFor(`node ${follower}'s HTTP port to answer`, async () => (await fetch(`http://127.0.0.1:${httpPorts[follower]}/health`).catch(() => null)) !== null, 10000, 50);
     await page.goto(`http://127.0.0.1:${httpPorts[follower]}/`);
     const rows = page.locator("#nodes tbody tr");
     const leaderRows = page.locator('#nodes tbody tr[data-role="leader"]');
