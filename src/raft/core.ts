@@ -1065,8 +1065,10 @@ export class RaftCore {
   reportSnapshot(peer: NodeId, ok: boolean): void {
     const pr = this.progress.get(peer);
     if (!pr || pr.state !== "snapshot") return;
-    if (!ok) toProbe(pr, pr.match + 1);
-    // On success, wait for the follower's append response to move to replicate.
+    // On success, probe from the snapshot's index: the follower answers once it has installed it, and
+    // until then it gets cheap probes, never the snapshot again (a follower installing a 270 MB snapshot
+    // takes seconds; waiting in snapshot state timed out and streamed the whole snapshot a second time).
+    toProbe(pr, ok ? Math.max(pr.match + 1, pr.pendingSnapshot + 1) : pr.match + 1);
   }
 
   /**

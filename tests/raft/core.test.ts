@@ -395,6 +395,36 @@ describe("replication", () => {
   });
 });
 
+describe("after a snapshot was sent", () => {
+  test("the leader probes from the snapshot's index and never resends it while the follower installs it", () => {
+    const nodes = cluster();
+    const cut = (m: Message) => m.to === 3 || m.from === 3;
+    const n1 = electFirst(nodes, 1, cut);
+    for (let i = 0; i < 5; i++) n1.propose(enc(`v${i}`));
+    exchange(nodes, msgs(n1), cut);
+    n1.compact(n1.applied);
+    n1.tick();
+    const snap = msgs(n1).find((m) => m.type === "snap" && m.to === 3)!;
+    expect(snap).toBeDefined();
+    n1.reportSnapshot(3, true);
+    // The follower is busy installing: for ten election timeouts it answers nothing, while writes go on.
+    const toFollower: Message[] = [];
+    for (let t = 0; t < 100; t++) {
+      if (t % 10 === 0) n1.propose(enc(`w${t}`));
+      n1.tick();
+      const out = msgs(n1);
+      toFollower.push(...out.filter((m) => m.to === 3));
+      exchange(nodes, out.filter((m) => !cut(m)));
+    }
+    expect(toFollower.filter((m) => m.type === "snap")).toEqual([]);
+    // What it is sent with entries starts right after the snapshot.
+    const withEntries = toFollower.filter((m) => m.type === "app" && m.entries.length > 0);
+    expect(withEntries.length).toBeGreaterThan(0);
+    const snapIndex = (snap as { snapshot: { index: number } }).snapshot.index;
+    for (const m of withEntries) expect(m).toMatchObject({ prevIndex: snapIndex });
+  });
+});
+
 describe("ReadIndex", () => {
   test("a read is confirmed only after a majority acknowledges the leader", () => {
     const nodes = cluster();
