@@ -16,7 +16,27 @@ export class Logger {
     private readonly level: LogLevel = "info",
     private readonly format: LogFormat = "text",
     private readonly out: (line: string) => void = (line) => process.stderr.write(line + "\n"),
+    /** Milliseconds, for logAtMostEvery. */
+    private readonly now: () => number = Date.now,
   ) {}
+
+  private readonly lastLogged = new Map<string, { at: number; suppressed: number }>();
+
+  /**
+   * Log `msg` at most once per `ms`: a condition that can recur many times a second
+   * (a stalled event loop) gets one line a second, counting the ones left out in `suppressed`.
+   */
+  logAtMostEvery(ms: number, level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
+    if (!this.enabled(level)) return;
+    const now = this.now();
+    const last = this.lastLogged.get(msg);
+    if (last && now - last.at < ms) {
+      last.suppressed++;
+      return;
+    }
+    this.log(level, msg, last?.suppressed ? { ...fields, suppressed: last.suppressed } : fields);
+    this.lastLogged.set(msg, { at: now, suppressed: 0 });
+  }
 
   enabled(level: LogLevel): boolean {
     return RANK[level] >= RANK[this.level];

@@ -205,7 +205,7 @@ export class RaftKvNode {
       thresholdMs: 2 * this.opts.heartbeatMs,
       onStall: (ms) => {
         this.metrics.eventLoopStalled(ms);
-        this.log.warn("event loop stalled: heartbeats and replies were late", { ms: Math.round(ms), role: this.runtime.core.role, electionMs: this.opts.electionMs });
+        this.log.logAtMostEvery(1000, "warn", "event loop stalled: heartbeats and replies were late", { ms: Math.round(ms), role: this.runtime.core.role, electionMs: this.opts.electionMs });
       },
     }).start();
     this.leaseTimer = setInterval(() => {

@@ -375,7 +375,7 @@ export class NodeRuntime {
     this.maybeSnapshot();
     const ms = this.clock.now() - t0;
     // As long as two heartbeat intervals: the turn delayed heartbeats (StallWatch counts the stall).
-    if (ms >= 2 * this.opts.heartbeatTicks * this.opts.tickMs) this.log.warn("slow Ready turn", { ms: Math.round(ms), readies, applied, messages: sent });
+    if (ms >= 2 * this.opts.heartbeatTicks * this.opts.tickMs) this.log.logAtMostEvery(1000, "warn", "slow Ready turn", { ms: Math.round(ms), readies, applied, messages: sent });
   }
 
   private noticeConfigChange(): void {

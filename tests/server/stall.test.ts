@@ -1,4 +1,5 @@
 import { expect, test } from "bun:test";
+import { Logger } from "../../src/server/log";
 import { StallWatch } from "../../src/server/stall";
 
 test("a timer turn later than the threshold is reported with how late it ran", () => {
@@ -37,4 +38,24 @@ test("a real blocked event loop is seen", async () => {
   } finally {
     stop();
   }
+});
+
+test("a recurring warning is logged at most once a second, counting the ones left out", () => {
+  let now = 0;
+  const lines: string[] = [];
+  const log = new Logger(1, () => 2, "info", "json", (l) => lines.push(l), () => now);
+  for (let i = 0; i < 25; i++) {
+    log.logAtMostEvery(1000, "warn", "event loop stalled", { ms: 100 + i });
+    now += 100; // 25 stalls over 2.5 s
+  }
+  const logged = lines.map((l) => JSON.parse(l));
+  expect(logged.map((l) => [l.ms, l.suppressed])).toEqual([
+    [100, undefined],
+    [110, 9],
+    [120, 9],
+  ]);
+  // Below the level nothing is logged or counted.
+  const quiet = new Logger(1, () => 2, "error", "json", (l) => lines.push(l), () => now);
+  quiet.logAtMostEvery(1000, "warn", "x");
+  expect(lines).toHaveLength(3);
 });
