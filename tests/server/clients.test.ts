@@ -4,7 +4,6 @@
 import { describe, expect, test } from "bun:test";
 import { FrameDecoder, FrameTooLargeError } from "../../src/net";
 import type { EventFrame, ResponseFrame } from "../../src/protocol";
-import { NONE } from "../../src/raft/types";
 import { ClientService, type ClientConn } from "../../src/server/clients";
 import {
   MAX_REFUSALS_PER_CONNECTION,
@@ -13,9 +12,8 @@ import {
   MAX_WATCHES_TOTAL,
   REFUSALS_WINDOW_MS,
 } from "../../src/server/limits";
-import { Logger } from "../../src/server/log";
-import { NodeRuntime, type Clock } from "../../src/server/runtime";
 import { Watches, type WatchesOptions } from "../../src/server/watches";
+import { singleNodeRuntime } from "./single-node";
 
 const te = new TextEncoder();
 
@@ -45,47 +43,11 @@ function fakeConn(): FakeConn {
 
 /** A single-node cluster (it elects itself) whose Ready loop runs only when the test drains it. */
 function singleNode(watchOptions: Omit<WatchesOptions, "defer"> = {}) {
-  let mono = 0;
-  const deferred: (() => void)[] = [];
-  const timers: (() => void)[] = [];
-  const clock: Clock = {
-    now: () => mono,
-    defer: (fn) => void deferred.push(fn),
-    every: (_ms, fn) => {
-      timers.push(fn);
-      return () => {};
-    },
-  };
-  const drain = () => {
-    while (deferred.length) deferred.shift()!();
-  };
-  const noop = () => {};
-  const runtime = new NodeRuntime(
-    { id: 1, voters: [1], heartbeatTicks: 1, electionTicks: 5, tickMs: 10, rng: () => 0.5, snapshotEntries: 1_000_000, groupCommit: true },
-    {
-      clock,
-      transport: { send: noop, sendSnapshot: async () => false },
-      storage: {
-        wal: { append: noop, setHardState: noop, resetLog: noop, sync: noop, compact: () => 0, sizeBytes: () => 0 },
-        writeSnapshot: noop,
-        writeSnapshotAsync: async () => {},
-        openLatestSnapshot: async () => null,
-      },
-      recovered: { hardState: { term: 0, vote: NONE, commit: 0 }, entries: [], snapshot: null } as never,
-      log: new Logger(1, () => 0, "error", "text"),
-      failStop: (reason) => {
-        throw new Error(reason);
-      },
-    },
-  );
+  const { runtime, clock, drain, tick, now, advance } = singleNodeRuntime();
   const watches = new Watches(runtime.kv, 1, { defer: clock.defer, ...watchOptions });
-  const clients = new ClientService({ runtime, watches, logNow: () => mono, now: () => mono, nodes: [{ id: 1, host: "127.0.0.1", port: 1 }], status: () => ({}) as never });
+  const clients = new ClientService({ runtime, watches, logNow: now, now, nodes: [{ id: 1, host: "127.0.0.1", port: 1 }], status: () => ({}) as never });
   runtime.start();
-  for (let i = 0; i < 20 && runtime.role !== "leader"; i++) {
-    mono += 10;
-    for (const fn of timers) fn();
-    drain();
-  }
+  for (let i = 0; i < 20 && runtime.role !== "leader"; i++) tick();
   expect(runtime.role).toBe("leader");
   let nextId = 1;
   const put = (conn: ClientConn, key: string, value = "v") => {
@@ -98,7 +60,7 @@ function singleNode(watchOptions: Omit<WatchesOptions, "defer"> = {}) {
     clients.onRequest(conn, { k: "req", id, op: "watch", selector: { key: te.encode(key) }, prevKv } as never);
     return id;
   };
-  return { runtime, clients, watches, drain, put, watch, advance: (ms: number) => (mono += ms) };
+  return { runtime, clients, watches, drain, put, watch, advance };
 }
 
 const replyTo = (conn: FakeConn, id: number) => conn.frames.find((f) => (f as ResponseFrame).k === "res" && (f as ResponseFrame).id === id) as ResponseFrame | undefined;

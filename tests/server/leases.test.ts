@@ -4,51 +4,17 @@
 import { describe, expect, test } from "bun:test";
 import type { LeaseGrantResult } from "../../src/kv/types";
 import type { ResponseFrame } from "../../src/protocol";
-import { NONE } from "../../src/raft/types";
 import { ClientService, type ClientConn } from "../../src/server/clients";
 import { LeaseKeeper } from "../../src/server/leases";
-import { Logger } from "../../src/server/log";
-import { NodeRuntime, type Clock } from "../../src/server/runtime";
 import { Watches } from "../../src/server/watches";
+import { singleNodeRuntime } from "./single-node";
 
 const TICK_MS = 10;
 
-/** A single-node runtime on a hand-driven monotonic clock. */
+/** A single-node runtime on a hand-driven monotonic clock, with the leader's lease keeper. */
 function singleNode() {
-  let mono = 0;
-  const deferred: (() => void)[] = [];
-  const timers: (() => void)[] = [];
-  const clock: Clock = {
-    now: () => mono,
-    defer: (fn) => void deferred.push(fn),
-    every: (_ms, fn) => {
-      timers.push(fn);
-      return () => {};
-    },
-  };
-  const drain = () => {
-    while (deferred.length) deferred.shift()!();
-  };
-  const log = new Logger(1, () => 0, "error", "text");
+  const { runtime, clock, log, drain, tick } = singleNodeRuntime(TICK_MS);
   const noop = () => {};
-  const runtime = new NodeRuntime(
-    { id: 1, voters: [1], heartbeatTicks: 1, electionTicks: 5, tickMs: TICK_MS, rng: () => 0.5, snapshotEntries: 1_000_000, groupCommit: true },
-    {
-      clock,
-      transport: { send: noop, sendSnapshot: async () => false },
-      storage: {
-        wal: { append: noop, setHardState: noop, resetLog: noop, sync: noop, compact: () => 0, sizeBytes: () => 0 },
-        writeSnapshot: noop,
-        writeSnapshotAsync: async () => {},
-        openLatestSnapshot: async () => null,
-      },
-      recovered: { hardState: { term: 0, vote: NONE, commit: 0 }, entries: [], snapshot: null } as never,
-      log,
-      failStop: (reason) => {
-        throw new Error(reason);
-      },
-    },
-  );
   const keeper = new LeaseKeeper(runtime, clock, log);
   const watches = new Watches(runtime.kv, 1);
   const clients = new ClientService({ runtime, watches, logNow: () => keeper.now(), nodes: [{ id: 1, host: "127.0.0.1", port: 1 }], status: () => ({}) as never });
@@ -56,9 +22,7 @@ function singleNode() {
   /** Let `ms` of monotonic time pass, ticking the runtime and checking leases as the node does. */
   const advance = (ms: number) => {
     for (let t = 0; t < ms; t += TICK_MS) {
-      mono += TICK_MS;
-      for (const fn of timers) fn();
-      drain();
+      tick();
       keeper.expire();
       drain();
     }
