@@ -485,7 +485,14 @@ export class NodeRuntime {
       this.durableVote = rd.hardState.vote;
     }
     this.guardCore(() => this.core.reportPersisted(rd));
-    for (const m of held) this.sendMessage(m);
+    for (const m of held) {
+      // An acknowledgement of an older term's append vouches for entries that a newer leader may have
+      // replaced before they were ever written (both appends stepped before this Ready was taken): the
+      // old leader could count it toward a commit. Drop it, as the network may; only a new leader
+      // truncates a follower's entries, so an acknowledgement of the current term is always true.
+      if (m.type === "appResp" && m.success && m.term < this.core.term) continue;
+      this.sendMessage(m);
+    }
   }
 
   private apply(rd: Ready): void {

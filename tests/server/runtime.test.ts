@@ -117,6 +117,26 @@ describe("the Ready loop with asynchronous fsync (issue 9: keep the event loop f
     expect(rt.applied).toBe(2);
   });
 
+  test("an old term's acknowledgement is never sent for entries a newer leader replaced before they were written (sim seed 154)", async () => {
+    const env = setup(2, [1, 2, 3]);
+    const { rt, clock, sent, completeSyncs } = env;
+    rt.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 0, prevTerm: 0, entries: [entry(1, 1)], commit: 1, readRound: 0 });
+    clock.run();
+    await completeSyncs();
+    sent.length = 0;
+    // In one turn: the term-1 leader's append of 2..4, then the term-2 leader's, which replaces 2.. with
+    // its own entry 2. Entries 2..4 of term 1 never reach the disk.
+    rt.step({ type: "app", from: 1, to: 2, term: 1, prevIndex: 1, prevTerm: 1, entries: [entry(2, 1), entry(3, 1), entry(4, 1)], commit: 1, readRound: 0 });
+    rt.step({ type: "app", from: 3, to: 2, term: 2, prevIndex: 1, prevTerm: 1, entries: [entry(2, 2)], commit: 1, readRound: 0 });
+    clock.run();
+    await completeSyncs();
+    await completeSyncs();
+    const acks = sent.filter((m) => m.type === "appResp" && m.success).map((m) => `${m.to}:t${m.term}:${m.matchIndex}`);
+    // Node 1 (term 1) must not hear "I hold 4": node 2 never wrote entries 3 and 4.
+    expect(acks).toEqual(["3:t2:2"]);
+    expect(env.disk.durable.lastIndex).toBe(2);
+  });
+
   test("a leader sends appends and heartbeats while its own fsync is pending and commits only up to what it has on disk", async () => {
     const env = setup(0, [0, 1, 2]);
     await elect(env);
