@@ -131,7 +131,7 @@ describe("the Ready loop with asynchronous fsync (issue 9: keep the event loop f
     clock.run();
     await completeSyncs();
     await completeSyncs();
-    const acks = sent.filter((m) => m.type === "appResp" && m.success).map((m) => `${m.to}:t${m.term}:${m.matchIndex}`);
+    const acks = sent.flatMap((m) => (m.type === "appResp" && m.success ? [`${m.to}:t${m.term}:${m.matchIndex}`] : []));
     // Node 1 (term 1) must not hear "I hold 4": node 2 never wrote entries 3 and 4.
     expect(acks).toEqual(["3:t2:2"]);
     expect(env.disk.durable.lastIndex).toBe(2);

@@ -183,6 +183,8 @@ interface AckedWrite {
 const KEYS = 8;
 
 export class Sim {
+  /** The first safety violation, also one thrown where no one could catch it. */
+  private violation: Error | null = null;
   readonly rng: () => number;
   readonly nodes: SimNode[] = [];
   private net: InFlight[] = [];
@@ -411,7 +413,14 @@ export class Sim {
   /** Returns false if the message was dropped at once. */
   private send(from: SimNode, incarnation: number, d: Delivery): boolean {
     if (from.incarnation !== incarnation || !from.rt) return false;
-    this.checkDurableBeforeSend(from, d.msg);
+    try {
+      this.checkDurableBeforeSend(from, d.msg);
+    } catch (err) {
+      // A send from a promise continuation (a sync completing) throws where no one catches it: step()
+      // rethrows it, so the run fails with its seed.
+      this.violation ??= err as Error;
+      throw err;
+    }
     if (this.rng() < this.opt.lossRate) {
       if (d.kind === "snap") this.net.push({ d: { kind: "snap", msg: d.msg, done: d.done }, from: from.id, fromIncarnation: incarnation, to: -1, deliverAt: this.now + this.opt.maxDelay });
       return true;
@@ -798,6 +807,7 @@ export class Sim {
     // Let promise continuations (sync completions, snapshot writes and transfers) run, then their work.
     for (let i = 0; i < 16; i++) await null;
     this.runDeferred();
+    if (this.violation) throw this.violation;
     this.checkInvariants();
     if (this.now % 25 === 0) this.checkLogMatching();
   }
