@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { runBench } from "../src/bench/bench";
+import { streamLines } from "../src/cli/common";
 import { RaftKvClient } from "../src/client/client";
 import type { NodeAddr } from "../src/config";
 import type { Message } from "../src/raft/types";
@@ -72,7 +73,7 @@ async function runMode(mode: string, seconds: number, clients: number): Promise<
       stderr: "inherit",
     }),
   );
-  const readers = procs.map((p) => lines(p.stdout));
+  const readers = procs.map((p) => streamLines(p.stdout));
   try {
     for (const r of readers) await r.next();
     const endpoints = nodes.map((n) => `${n.host}:${n.port}`);
@@ -104,15 +105,3 @@ async function runMode(mode: string, seconds: number, clients: number): Promise<
   }
 }
 
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      yield buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-    }
-  }
-}

@@ -5,7 +5,7 @@ import type { CAC } from "cac";
 import { networkInterfaces } from "node:os";
 import { formatAddr, loadNodesConf, type NodeAddr } from "../config";
 import { DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS } from "../server/node";
-import { EXIT, run, UsageError } from "./common";
+import { EXIT, run, streamLines, UsageError } from "./common";
 import { EXIT_WITH_STDIN_ENV } from "./serve";
 
 function isLocalHost(host: string): boolean {
@@ -21,17 +21,7 @@ function selfCommand(): string[] {
 }
 
 async function prefixLines(stream: ReadableStream<Uint8Array>, prefix: string): Promise<void> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      process.stdout.write(prefix + buf.slice(0, nl + 1));
-      buf = buf.slice(nl + 1);
-    }
-  }
-  if (buf) process.stdout.write(prefix + buf + "\n");
+  for await (const line of streamLines(stream)) process.stdout.write(`${prefix}${line}\n`);
 }
 
 /** A node that dies is restarted after this, doubling per quick death up to RESTART_MAX_BACKOFF_MS. */

@@ -19,6 +19,22 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, unavailable: 3, unreachable: 4
 
 export class UsageError extends Error {}
 
+/** The lines of a byte stream, without their "\n"; a last line with no "\n" is yielded too. */
+export async function* streamLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of stream) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+    }
+  }
+  buf += decoder.decode();
+  if (buf) yield buf;
+}
+
 /** Longest --timeout: JS timers cannot wait longer than about 24.8 days; a day is plenty. */
 export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 export const DEFAULT_TIMEOUT = "5s";
