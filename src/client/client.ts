@@ -498,13 +498,33 @@ export class RaftKvClient {
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new Error("timed out");
     const c = await this.connect(addr, Math.min(remaining, ATTEMPT_TIMEOUT_MS));
-    while (c.inFlight >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) await new Promise<void>((wake) => c.waiting.push(wake));
+    if (c.inFlight >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) await this.waitForSlot(c, deadline);
     c.inFlight++;
     try {
-      return await this.sendAndWait(c, op, remaining, attemptMs);
+      return await this.sendAndWait(c, op, deadline - Date.now(), attemptMs);
     } finally {
       c.inFlight--;
       c.waiting.shift()?.();
+    }
+  }
+
+  /**
+   * Wait until `c` has fewer than MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION requests in flight, or the
+   * deadline passes: then TIMEOUT (the request was never sent, so it is not retried).
+   */
+  private async waitForSlot(c: Conn, deadline: number): Promise<void> {
+    while (c.inFlight >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION) {
+      let wake!: () => void;
+      const woken = new Promise<void>((resolve) => (wake = resolve));
+      c.waiting.push(wake);
+      const timer = setTimeout(wake, Math.max(0, deadline - Date.now()));
+      await woken;
+      clearTimeout(timer);
+      const i = c.waiting.indexOf(wake);
+      if (i >= 0) c.waiting.splice(i, 1); // woken by the timer: leave the queue
+      if (Date.now() < deadline) continue;
+      if (i < 0) c.waiting.shift()?.(); // a freed slot woke this one: pass it on
+      throw new RaftKvError("TIMEOUT", `timed out after ${this.timeoutMs} ms waiting to send: ${MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION} requests already in flight on the connection`);
     }
   }
 

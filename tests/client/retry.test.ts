@@ -77,3 +77,25 @@ describe("RaftKvClient requests in flight", () => {
     }
   });
 });
+
+describe("RaftKvClient requests waiting for a slot", () => {
+  test("a request queued behind a full connection still fails at its own deadline", async () => {
+    server = listenFrames({ hostname: "127.0.0.1", port: 0, onFrame: () => {} }); // never answers
+    const timeoutMs = 600;
+    const c = new RaftKvClient({ endpoints: [`127.0.0.1:${server.port}`], timeoutMs });
+    try {
+      const start = Date.now();
+      const settled = await Promise.all(
+        Array.from({ length: MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION + 5 }, () =>
+          c.get("k", { serializable: true }).then(
+            () => Date.now() - start,
+            () => Date.now() - start,
+          ),
+        ),
+      );
+      expect(Math.max(...settled)).toBeLessThan(timeoutMs + 300);
+    } finally {
+      c.close();
+    }
+  });
+});
