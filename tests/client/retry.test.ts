@@ -8,15 +8,23 @@ import { MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION } from "../../src/protocol";
 let server: FrameListener | undefined;
 afterEach(() => server?.stop());
 
-/** A server that answers every request with `answer(n)` (n counts requests from 1) and counts them. */
-function scripted(answer: (n: number) => { ok: true; result: unknown } | { ok: false; code: string; message: string }) {
+type Answer = { ok: true; result: unknown } | { ok: false; code: string; message: string };
+
+/**
+ * A server that answers request n (counted from 1) with `answer(n)`, after `delayMs` if given, and
+ * counts them; `answer` undefined: it never answers.
+ */
+function scripted(answer?: (n: number) => Answer, delayMs?: number) {
   let requests = 0;
   server = listenFrames({
     hostname: "127.0.0.1",
     port: 0,
     onFrame: (conn, value) => {
       const req = value as { id: number };
-      conn.send({ k: "res", id: req.id, ...answer(++requests) });
+      const n = ++requests;
+      if (!answer) return;
+      if (delayMs === undefined) conn.send({ k: "res", id: req.id, ...answer(n) });
+      else setTimeout(() => conn.send({ k: "res", id: req.id, ...answer(n) }), delayMs);
     },
   });
   return { endpoint: `127.0.0.1:${server.port}`, count: () => requests };
@@ -52,21 +60,13 @@ describe("RaftKvClient retries", () => {
 
 describe("RaftKvClient requests in flight", () => {
   test("one connection never has more than the node's per-connection limit in flight; the rest wait and all succeed", async () => {
-    let outstanding = 0;
-    let most = 0;
-    server = listenFrames({
-      hostname: "127.0.0.1",
-      port: 0,
-      onFrame: (conn, value) => {
-        const req = value as { id: number };
-        most = Math.max(most, ++outstanding);
-        setTimeout(() => {
-          outstanding--;
-          conn.send({ k: "res", id: req.id, ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } });
-        }, 5);
-      },
-    });
-    const c = new RaftKvClient({ endpoints: [`127.0.0.1:${server.port}`], timeoutMs: 20000 });
+    let answered = 0;
+    let most = 0; // requests in flight just before an answer: the peak always comes right before one
+    const s = scripted(() => {
+      most = Math.max(most, s.count() - answered++);
+      return { ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } };
+    }, 5);
+    const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs: 20000 });
     try {
       const results = await Promise.all(Array.from({ length: 400 }, (_, i) => c.get(`k${i}`, { serializable: true })));
       expect(results.every((r) => r === null)).toBe(true);
@@ -80,9 +80,9 @@ describe("RaftKvClient requests in flight", () => {
 
 describe("RaftKvClient requests waiting for a slot", () => {
   test("a request queued behind a full connection still fails at its own deadline", async () => {
-    server = listenFrames({ hostname: "127.0.0.1", port: 0, onFrame: () => {} }); // never answers
+    const s = scripted(); // never answers
     const timeoutMs = 600;
-    const c = new RaftKvClient({ endpoints: [`127.0.0.1:${server.port}`], timeoutMs });
+    const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs });
     try {
       const start = Date.now();
       const settled = await Promise.all(
