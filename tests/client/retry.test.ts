@@ -1,39 +1,14 @@
 // The client library against a scripted server: which answers are retried and which are final.
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { RaftKvClient, RaftKvError } from "../../src/client/client";
-import { listenFrames, type FrameListener } from "../../src/net";
 import { MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION } from "../../src/protocol";
-
-let server: FrameListener | undefined;
-afterEach(() => server?.stop());
-
-type Answer = { ok: true; result: unknown } | { ok: false; code: string; message: string };
-
-/**
- * A server that answers request n (counted from 1) with `answer(n)`, after `delayMs` if given, and
- * counts them; `answer` undefined: it never answers.
- */
-function scripted(answer?: (n: number) => Answer, delayMs?: number) {
-  let requests = 0;
-  server = listenFrames({
-    hostname: "127.0.0.1",
-    port: 0,
-    onFrame: (conn, value) => {
-      const req = value as { id: number };
-      const n = ++requests;
-      if (!answer) return;
-      if (delayMs === undefined) conn.send({ k: "res", id: req.id, ...answer(n) });
-      else setTimeout(() => conn.send({ k: "res", id: req.id, ...answer(n) }), delayMs);
-    },
-  });
-  return { endpoint: `127.0.0.1:${server.port}`, count: () => requests };
-}
+import { scriptedNode } from "./helpers";
 
 describe("RaftKvClient retries", () => {
   for (const code of ["VALUE_TOO_LARGE", "RESULT_TOO_LARGE", "BAD_REQUEST", "PERMISSION_DENIED", "SESSION_EXPIRED"]) {
     test(`${code} is the request's answer: returned at once, sent once`, async () => {
-      const s = scripted(() => ({ ok: false, code, message: `refused: ${code}` }));
+      const s = scriptedNode(() => ({ ok: false, code, message: `refused: ${code}` }));
       const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs: 5000 });
       try {
         const err = await c.get("k").catch((e) => e);
@@ -47,7 +22,7 @@ describe("RaftKvClient retries", () => {
   }
 
   test("NO_LEADER is retried until an answer comes", async () => {
-    const s = scripted((n) => (n < 3 ? { ok: false, code: "NO_LEADER", message: "no leader yet" } : { ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } }));
+    const s = scriptedNode((_req, n) => (n < 3 ? { ok: false, code: "NO_LEADER", message: "no leader yet" } : { ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } }));
     const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs: 5000 });
     try {
       expect(await c.get("k")).toBeNull();
@@ -62,7 +37,7 @@ describe("RaftKvClient requests in flight", () => {
   test("one connection never has more than the node's per-connection limit in flight; the rest wait and all succeed", async () => {
     let answered = 0;
     let most = 0; // requests in flight just before an answer: the peak always comes right before one
-    const s = scripted(() => {
+    const s = scriptedNode(() => {
       most = Math.max(most, s.count() - answered++);
       return { ok: true, result: { op: "range", revision: 1, kvs: [], count: 0, more: false } };
     }, 5);
@@ -80,7 +55,7 @@ describe("RaftKvClient requests in flight", () => {
 
 describe("RaftKvClient requests waiting for a slot", () => {
   test("a request queued behind a full connection still fails at its own deadline", async () => {
-    const s = scripted(); // never answers
+    const s = scriptedNode(); // never answers
     const timeoutMs = 600;
     const c = new RaftKvClient({ endpoints: [s.endpoint], timeoutMs });
     try {
