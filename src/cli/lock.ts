@@ -40,11 +40,13 @@ export function registerLock(cli: CAC): void {
           detached: true, // its own process group, so signals reach everything it started
           env: { ...process.env, RAFTKV_LOCK_KEY: held.key, RAFTKV_LOCK_REV: String(held.revision) },
         });
-        const group = (sig: NodeJS.Signals) => {
+        /** Signal the command's process group; false if no process of it is left. */
+        const group = (sig: NodeJS.Signals | 0): boolean => {
           try {
             process.kill(-child.pid, sig);
+            return true;
           } catch {
-            // the group is gone already
+            return false; // the group is gone already
           }
         };
         process.on("SIGINT", () => group("SIGINT"));
@@ -57,7 +59,12 @@ export function registerLock(cli: CAC): void {
           setTimeout(() => group("SIGKILL"), LOCK_KILL_GRACE_MS).unref();
         });
         const code = await child.exited;
-        group("SIGTERM"); // whatever it left running must not outlive the lock
+        // Whatever it left running must not outlive the lock: SIGTERM, then SIGKILL after the grace.
+        if (group("SIGTERM")) {
+          const until = Date.now() + LOCK_KILL_GRACE_MS;
+          while (group(0) && Date.now() < until) await Bun.sleep(50);
+          group("SIGKILL");
+        }
         await held.release().catch(() => {});
         c.close();
         return wasLost ? 1 : code;

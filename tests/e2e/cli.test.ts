@@ -183,6 +183,21 @@ describe("the CLI against a 3-node cluster", () => {
     }
   });
 
+  test("7: a process the command leaves behind is stopped before the lock is released, SIGKILL if it ignores SIGTERM", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "raftkv-lock-"));
+    const script = `trap "" TERM; sleep 300 >/dev/null 2>&1 & echo $! > ${dir}/left; exit 0`; // the sleep inherits the ignored SIGTERM
+    try {
+      const r = await raw(["lock", "job2", ...ep, "--", "sh", "-c", script]);
+      expect(r.code).toBe(0);
+      const left = Number(readFileSync(join(dir, "left"), "utf8").trim());
+      await waitFor("the left-behind process to be gone", () => !alive(left), 3000);
+    } finally {
+      const t = existsSync(join(dir, "left")) ? Number(readFileSync(join(dir, "left"), "utf8").trim()) : 0;
+      if (t && alive(t)) process.kill(t, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20000);
+
   test("8: bench writes under a prefix and cleans up; exits non-zero when every request failed", async () => {
     expect((await run(["put", "mine", "keep"])).code).toBe(0);
     const ok = await run(["bench", "--requests", "50", "--clients", "4", "--key-space", "20"]);
