@@ -307,7 +307,6 @@ export class ClientService {
     this.reply(conn, reqId, { code: f.code, message: f.message, ...(f.leaderHint ? { leader: this.leaderHint() } : {}) });
   }
 
-  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   /** Serve a read once the leader has confirmed it still leads (ReadIndex) and applied that far. */
   private linearizable(conn: ClientConn, reqId: number, serve: () => void): void {
     if (this.runtime.role !== "leader") return this.notLeader(conn, reqId);
@@ -326,6 +325,7 @@ export class ClientService {
     }
   }
 
+  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
     let result;
     try {
