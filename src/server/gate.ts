@@ -45,6 +45,10 @@ export interface GateOptions {
   joinConflict: (message: string) => void;
 }
 
+/** A cluster id as a peer may state it (hello, welcome, refusal): "" or at most 64 characters. */
+const MAX_CLUSTER_ID_CHARS = 64;
+const isClusterId = (x: unknown): x is string => typeof x === "string" && x.length <= MAX_CLUSTER_ID_CHARS;
+
 /** Who said what about this node's cluster while it was joining. */
 interface ClusterClaim {
   peer: number;
@@ -91,7 +95,7 @@ export class ConnectionGate {
     if (cert && cert.nodeId !== from) {
       return this.refuse(conn, REFUSED_NOT_A_PEER, `hello claims node ${from} but the certificate is node ${cert.nodeId}'s`);
     }
-    if (typeof frame.cluster !== "string") return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from node ${from} names no cluster`);
+    if (!isClusterId(frame.cluster)) return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from node ${from} names no cluster (or one over ${MAX_CLUSTER_ID_CHARS} characters)`);
     // Before its welcome a joining node knows neither its cluster nor every member (the leader may be
     // missing from its nodes.conf): it admits no one, and tells them to retry.
     if (this.awaitingWelcome) return this.refuseWhileJoining(conn, from, frame.cluster);
@@ -141,7 +145,7 @@ export class ConnectionGate {
    */
   onWelcome(peer: number, frame: Partial<WelcomeFrame>): boolean {
     const cluster = frame.cluster;
-    if (typeof cluster !== "string" || cluster === "" || cluster.length > 64) return false;
+    if (!isClusterId(cluster) || cluster === "") return false;
     if (!this.awaitingWelcome) {
       if (cluster === this.self.clusterId) return true;
       this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
@@ -156,7 +160,7 @@ export class ConnectionGate {
 
   /** A peer refused this node's connection. A joining node checks it against who contacted it. */
   refusedBy(peer: number, code: string, cluster: string | undefined): void {
-    if (!this.awaitingWelcome || code !== REFUSED_NOT_A_PEER || !cluster) return;
+    if (!this.awaitingWelcome || code !== REFUSED_NOT_A_PEER || !cluster || !isClusterId(cluster)) return;
     this.notMemberOf ??= { peer, cluster };
     const conflict = this.joinConflict();
     if (conflict) this.options.joinConflict(conflict);

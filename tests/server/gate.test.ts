@@ -109,4 +109,18 @@ describe("connection gate: joining", () => {
     g.onHello(fakeConn(), hello(0, "aaaa"));
     expect(conflicts).toEqual([]);
   });
+
+  test("a cluster id over 64 characters from a peer is refused, not kept while joining", () => {
+    const { g, conflicts } = gate("");
+    const long = "a".repeat(1 << 20);
+    const conn = fakeConn();
+    g.onHello(conn, hello(0, long));
+    expect(refusal(conn).code).toBe(REFUSED_NOT_A_PEER);
+    g.refusedBy(1, REFUSED_NOT_A_PEER, "b".repeat(1 << 20));
+    g.onHello(fakeConn(), hello(0, "aaaa"));
+    g.refusedBy(2, REFUSED_NOT_A_PEER, "bbbb");
+    // Only the two bounded claims count: contact aaaa, denial bbbb.
+    expect(conflicts).toHaveLength(1);
+    expect(conflicts[0]).toMatch(/added to cluster aaaa .* belongs to cluster bbbb/);
+  });
 });
