@@ -10,10 +10,11 @@
 // nodes.conf, of another cluster, says it is not a member was added to one cluster and given the other's
 // nodes.conf: it refuses to run.
 
-import { formatAddr, type NodeAddr } from "../config";
+import { formatAddr, parseEndpoint, type NodeAddr } from "../config";
 import type { FramedConn, RefusedFrame } from "../net";
 import { describeIdentity } from "../net/tls";
 import type { ClientOp, HelloFrame, WelcomeFrame } from "../protocol";
+import { MAX_MEMBERS } from "../raft/confchange";
 import type { KnownPeers, NodeIdentity } from "../storage/identity";
 import type { Logger } from "./log";
 
@@ -140,22 +141,46 @@ export class ConnectionGate {
   }
 
   /**
-   * A peer this node dialed welcomed it: a joining node records its cluster's id. True when the welcome
-   * came from this node's cluster (its member list may then be used).
+   * A peer this node dialed welcomed it: a joining node records its cluster's id. Returns the members
+   * the welcome names (valid ids and addresses, not this node, each id once, at most MAX_MEMBERS), or
+   * null when the welcome is malformed or came from another cluster.
    */
-  onWelcome(peer: number, frame: Partial<WelcomeFrame>): boolean {
+  onWelcome(peer: number, frame: Partial<WelcomeFrame>): NodeAddr[] | null {
     const cluster = frame.cluster;
-    if (!isClusterId(cluster) || cluster === "") return false;
+    if (!isClusterId(cluster) || cluster === "") return null;
     if (!this.awaitingWelcome) {
-      if (cluster === this.self.clusterId) return true;
-      this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
-      return false;
+      if (cluster !== this.self.clusterId) {
+        this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
+        return null;
+      }
+    } else {
+      this.options.recordIdentity({ ...this.self, clusterId: cluster });
+      this.self.clusterId = cluster;
+      this.helloFrame.cluster = cluster;
+      this.log.info("joined a cluster: recorded its id", { cluster, welcomedBy: peer });
     }
-    this.options.recordIdentity({ ...this.self, clusterId: cluster });
-    this.self.clusterId = cluster;
-    this.helloFrame.cluster = cluster;
-    this.log.info("joined a cluster: recorded its id", { cluster, welcomedBy: peer });
-    return true;
+    return this.welcomeMembers(peer, frame.members);
+  }
+
+  /** The usable members of a welcome; a list longer than a cluster can be is ignored whole. */
+  private welcomeMembers(peer: number, list: unknown): NodeAddr[] {
+    if (!Array.isArray(list)) return [];
+    if (list.length > MAX_MEMBERS) {
+      this.log.warn("a welcome names more members than a cluster may have; ignored its list", { peer, members: list.length });
+      return [];
+    }
+    const out: NodeAddr[] = [];
+    for (const m of list as unknown[]) {
+      const { id, addr } = (m ?? {}) as { id?: unknown; addr?: unknown };
+      if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0 || id === this.self.nodeId || typeof addr !== "string") continue;
+      if (out.some((a) => a.id === id)) continue;
+      try {
+        out.push({ id, ...parseEndpoint(addr) });
+      } catch {
+        // an address this node cannot use: skip it
+      }
+    }
+    return out;
   }
 
   /** A peer refused this node's connection. A joining node checks it against who contacted it. */
