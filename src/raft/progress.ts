@@ -8,10 +8,9 @@ export interface Progress {
   state: ProgressState;
   /** Probe: one append sent and unanswered; wait for a reply or the next heartbeat. */
   probeSent: boolean;
-  /** Replicate: last index carried by each unacknowledged append, oldest first. */
-  inflight: number[];
-  /** The entry bytes each of those appends carried, and their sum. */
-  inflightBytes: number[];
+  /** Replicate: each unacknowledged append, oldest first: the last index it carried and its entry bytes. */
+  inflight: { last: number; bytes: number }[];
+  /** The sum of their bytes. */
   bytesInFlight: number;
   /** Snapshot: the index of the snapshot being sent. */
   pendingSnapshot: number;
@@ -30,7 +29,6 @@ export function newProgress(next: number): Progress {
     state: "probe",
     probeSent: false,
     inflight: [],
-    inflightBytes: [],
     bytesInFlight: 0,
     pendingSnapshot: 0,
     stallTicks: 0,
@@ -49,23 +47,19 @@ export function toProbe(pr: Progress, next: number): void {
 
 /** An append carrying entries up to `last`, `bytes` of them, is on its way. */
 export function addInflight(pr: Progress, last: number, bytes: number): void {
-  pr.inflight.push(last);
-  pr.inflightBytes.push(bytes);
+  pr.inflight.push({ last, bytes });
   pr.bytesInFlight += bytes;
 }
 
 /** The follower holds everything up to `match`: the appends that carried it are no longer in flight. */
 export function freeInflight(pr: Progress, match: number): void {
   let n = 0;
-  while (n < pr.inflight.length && pr.inflight[n]! <= match) pr.bytesInFlight -= pr.inflightBytes[n++]!;
-  if (n === 0) return;
-  pr.inflight.splice(0, n);
-  pr.inflightBytes.splice(0, n);
+  while (n < pr.inflight.length && pr.inflight[n]!.last <= match) pr.bytesInFlight -= pr.inflight[n++]!.bytes;
+  if (n > 0) pr.inflight.splice(0, n);
 }
 
 export function clearInflight(pr: Progress): void {
   pr.inflight = [];
-  pr.inflightBytes = [];
   pr.bytesInFlight = 0;
 }
 

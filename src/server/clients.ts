@@ -209,16 +209,23 @@ export class ClientService {
         if (this.runtime.pendingWriteCount >= MAX_PENDING_REQUESTS) {
           return this.reply(conn, req.id, { code: "TOO_BUSY", message: `node ${this.id} has ${MAX_PENDING_REQUESTS} writes pending; retry later` });
         }
-        const hasSession = typeof req.clientId === "string" && typeof req.seq === "number";
-        // Encoding validates the command: bad input is refused (KvError, with what is wrong) before it
-        // can reach the log.
-        const data = encodeLogCommand({
-          cmd: this.stampLeaseCommand(req.cmd),
-          now: this.logNow(),
-          ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
-        });
+        // Admitted first: a connection over its limit is refused without its command being encoded.
         const end = this.admit(conn, req.id);
         if (!end) return;
+        const hasSession = typeof req.clientId === "string" && typeof req.seq === "number";
+        let data: Uint8Array;
+        try {
+          // Encoding validates the command: bad input is refused (KvError, with what is wrong) before it
+          // can reach the log.
+          data = encodeLogCommand({
+            cmd: this.stampLeaseCommand(req.cmd),
+            now: this.logNow(),
+            ...(hasSession ? { clientId: req.clientId, seq: req.seq } : {}),
+          });
+        } catch (err) {
+          end();
+          throw err;
+        }
         const at = this.runtime.propose(data, {
           applied: (result) => this.settle(conn, req.id, end, () => this.replyApplied(conn, req.id, result)),
           failed: (f) => this.settle(conn, req.id, end, () => this.fail(conn, req.id, f)),
@@ -300,7 +307,6 @@ export class ClientService {
     this.reply(conn, reqId, { code: f.code, message: f.message, ...(f.leaderHint ? { leader: this.leaderHint() } : {}) });
   }
 
-  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   /** Serve a read once the leader has confirmed it still leads (ReadIndex) and applied that far. */
   private linearizable(conn: ClientConn, reqId: number, serve: () => void): void {
     if (this.runtime.role !== "leader") return this.notLeader(conn, reqId);
@@ -319,6 +325,7 @@ export class ClientService {
     }
   }
 
+  /** Ranges come back in pages within MAX_RESULT_BYTES; a revision outside the history is an error reply. */
   private serveRange(conn: ClientConn, reqId: number, range: RangeRequest): void {
     let result;
     try {

@@ -10,10 +10,11 @@
 // nodes.conf, of another cluster, says it is not a member was added to one cluster and given the other's
 // nodes.conf: it refuses to run.
 
-import { formatAddr, type NodeAddr } from "../config";
+import { formatAddr, parseEndpoint, type NodeAddr } from "../config";
 import type { FramedConn, RefusedFrame } from "../net";
 import { describeIdentity } from "../net/tls";
 import type { ClientOp, HelloFrame, WelcomeFrame } from "../protocol";
+import { MAX_MEMBERS } from "../raft/confchange";
 import type { KnownPeers, NodeIdentity } from "../storage/identity";
 import type { Logger } from "./log";
 
@@ -44,6 +45,10 @@ export interface GateOptions {
   /** This joining node was given another cluster's nodes.conf: it must not run. */
   joinConflict: (message: string) => void;
 }
+
+/** A cluster id as a peer may state it (hello, welcome, refusal): "" or at most 64 characters. */
+const MAX_CLUSTER_ID_CHARS = 64;
+const isClusterId = (x: unknown): x is string => typeof x === "string" && x.length <= MAX_CLUSTER_ID_CHARS;
 
 /** Who said what about this node's cluster while it was joining. */
 interface ClusterClaim {
@@ -91,7 +96,7 @@ export class ConnectionGate {
     if (cert && cert.nodeId !== from) {
       return this.refuse(conn, REFUSED_NOT_A_PEER, `hello claims node ${from} but the certificate is node ${cert.nodeId}'s`);
     }
-    if (typeof frame.cluster !== "string") return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from node ${from} names no cluster`);
+    if (!isClusterId(frame.cluster)) return this.refuse(conn, REFUSED_NOT_A_PEER, `hello from node ${from} names no cluster (or one over ${MAX_CLUSTER_ID_CHARS} characters)`);
     // Before its welcome a joining node knows neither its cluster nor every member (the leader may be
     // missing from its nodes.conf): it admits no one, and tells them to retry.
     if (this.awaitingWelcome) return this.refuseWhileJoining(conn, from, frame.cluster);
@@ -136,27 +141,51 @@ export class ConnectionGate {
   }
 
   /**
-   * A peer this node dialed welcomed it: a joining node records its cluster's id. True when the welcome
-   * came from this node's cluster (its member list may then be used).
+   * A peer this node dialed welcomed it: a joining node records its cluster's id. Returns the members
+   * the welcome names (valid ids and addresses, not this node, each id once, at most MAX_MEMBERS), or
+   * null when the welcome is malformed or came from another cluster.
    */
-  onWelcome(peer: number, frame: Partial<WelcomeFrame>): boolean {
+  onWelcome(peer: number, frame: Partial<WelcomeFrame>): NodeAddr[] | null {
     const cluster = frame.cluster;
-    if (typeof cluster !== "string" || cluster === "" || cluster.length > 64) return false;
+    if (!isClusterId(cluster) || cluster === "") return null;
     if (!this.awaitingWelcome) {
-      if (cluster === this.self.clusterId) return true;
-      this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
-      return false;
+      if (cluster !== this.self.clusterId) {
+        this.log.error("a member of another cluster welcomed this node; ignored", { peer, cluster, ours: this.self.clusterId });
+        return null;
+      }
+    } else {
+      this.options.recordIdentity({ ...this.self, clusterId: cluster });
+      this.self.clusterId = cluster;
+      this.helloFrame.cluster = cluster;
+      this.log.info("joined a cluster: recorded its id", { cluster, welcomedBy: peer });
     }
-    this.options.recordIdentity({ ...this.self, clusterId: cluster });
-    this.self.clusterId = cluster;
-    this.helloFrame.cluster = cluster;
-    this.log.info("joined a cluster: recorded its id", { cluster, welcomedBy: peer });
-    return true;
+    return this.welcomeMembers(peer, frame.members);
+  }
+
+  /** The usable members of a welcome; a list longer than a cluster can be is ignored whole. */
+  private welcomeMembers(peer: number, list: unknown): NodeAddr[] {
+    if (!Array.isArray(list)) return [];
+    if (list.length > MAX_MEMBERS) {
+      this.log.warn("a welcome names more members than a cluster may have; ignored its list", { peer, members: list.length });
+      return [];
+    }
+    const out: NodeAddr[] = [];
+    for (const m of list as unknown[]) {
+      const { id, addr } = (m ?? {}) as { id?: unknown; addr?: unknown };
+      if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0 || id === this.self.nodeId || typeof addr !== "string") continue;
+      if (out.some((a) => a.id === id)) continue;
+      try {
+        out.push({ id, ...parseEndpoint(addr) });
+      } catch {
+        // an address this node cannot use: skip it
+      }
+    }
+    return out;
   }
 
   /** A peer refused this node's connection. A joining node checks it against who contacted it. */
   refusedBy(peer: number, code: string, cluster: string | undefined): void {
-    if (!this.awaitingWelcome || code !== REFUSED_NOT_A_PEER || !cluster) return;
+    if (!this.awaitingWelcome || code !== REFUSED_NOT_A_PEER || !cluster || !isClusterId(cluster)) return;
     this.notMemberOf ??= { peer, cluster };
     const conflict = this.joinConflict();
     if (conflict) this.options.joinConflict(conflict);

@@ -1,7 +1,7 @@
 // The production node: assembles the runtime (runtime.ts) with real time, the write-ahead log and
 // snapshot files in the data directory, TCP peers and clients, and optional HTTP.
 
-import { formatAddr, parseEndpoint, type NodeAddr } from "../config";
+import { formatAddr, type NodeAddr } from "../config";
 import { ByteBudget, connectionsWithinFileLimit, DEFAULT_NET_LIMITS, listenFrames, SlowReaderError, loadTlsMaterial, type FramedConn, type FrameListener, type NetLimits, type RefusedError, type TlsFiles, type TlsMaterial } from "../net";
 import type { Snapshot } from "../raft/types";
 import { fromWire, parseMessage } from "../raft/wire";
@@ -333,18 +333,8 @@ export class RaftKvNode {
    * the members' addresses from the welcome: its nodes.conf may not name the leader, which it must reach.
    */
   private welcomed(peer: number, frame: Partial<WelcomeFrame>): void {
-    if (!this.gate.onWelcome(peer, frame) || this.runtime.core.membership.config.voters.length > 0 || !Array.isArray(frame.members)) return;
-    const welcome: NodeAddr[] = [];
-    for (const m of frame.members as unknown[]) {
-      const { id, addr } = (m ?? {}) as { id?: unknown; addr?: unknown };
-      if (typeof id !== "number" || !Number.isSafeInteger(id) || typeof addr !== "string" || id === this.id) continue;
-      try {
-        welcome.push({ id, ...parseEndpoint(addr) });
-      } catch {
-        // an address this node cannot use: skip it
-      }
-    }
-    if (welcome.length === 0) return;
+    const welcome = this.gate.onWelcome(peer, frame);
+    if (!welcome || welcome.length === 0 || this.runtime.core.membership.config.voters.length > 0) return;
     const others = this.addrs.filter((a) => !welcome.some((w) => w.id === a.id));
     this.addrs.splice(0, this.addrs.length, ...welcome, ...others);
     this.transport.setPeers([...this.addrs]);

@@ -114,7 +114,8 @@ export class TcpTransport implements Transport {
   async sendSnapshot(peerId: NodeId, term: number, open: () => Promise<SnapshotReader | null>, stream: SnapshotStream): Promise<boolean> {
     const peer = this.nodes.find((n) => n.id === peerId);
     if (!peer) throw new Error(`no address known for node ${peerId}`);
-    const stillLeader = () => {
+    /** Throws once the connection closed or this node no longer leads the stream's term. */
+    const checkStream = () => {
       if (conn?.closed || this.closed) throw new Error("connection closed");
       if (!stream.current()) throw new StaleSnapshotStream(term);
     };
@@ -128,13 +129,13 @@ export class TcpTransport implements Transport {
       // a time off the JS thread; at most SNAPSHOT_STREAM_WINDOW_BYTES wait in the send queue.
       for (let offset = 0; offset < snap.size || offset === 0; ) {
         while (conn.queuedBytes > SNAPSHOT_STREAM_WINDOW_BYTES) {
-          stillLeader();
+          checkStream();
           await Bun.sleep(2);
         }
-        stillLeader();
+        checkStream();
         const data = await snap.read(offset, SNAPSHOT_CHUNK_BYTES);
         // The stream belongs to its term: a node that stopped leading it stops sending at once.
-        stillLeader();
+        checkStream();
         const chunk: SnapChunkFrame = { k: "snapChunk", from: this.id, term, index: snap.index, snapTerm: snap.term, offset, total: snap.size, crc: snap.crc, data };
         if (!conn.send(chunk)) throw new Error("send queue full");
         // The previous chunks left the queue: the follower is alive and the transfer not stalled.
@@ -143,7 +144,7 @@ export class TcpTransport implements Transport {
         offset += data.length;
       }
       while (conn.queuedBytes > 0) {
-        stillLeader();
+        checkStream();
         await Bun.sleep(2);
       }
       return true;

@@ -4,10 +4,11 @@
 // reach watchers from turns of their own (setImmediate), each bounded (WATCH_FANOUT_*_PER_TURN), so
 // Raft ticks, heartbeats and the Ready loop run between turns however many watchers there are. A turn
 // visits watchers round-robin; a visit sends one watcher everything it has not yet had, up to about
-// WATCH_VISIT_EVENTS events (whole revisions), batched into as few frames as fit. Watchers of the same
-// keys and options get the same frames, so those are encoded once per visit and only the watch id
-// differs. A watcher that still needs more than MAX_WATCH_BACKLOG_BYTES of events the store's history
-// no longer holds is ended with WATCHER_TOO_SLOW and the revision to watch again from.
+// WATCH_VISIT_EVENTS events or WATCH_FANOUT_BYTES_PER_TURN of them (whole revisions), batched into as
+// few frames as fit. Watchers of the same keys and options get the same frames, so those are encoded
+// once per visit and only the watch id differs. A watcher that still needs more than
+// MAX_WATCH_BACKLOG_BYTES of events the store's history no longer holds is ended with WATCHER_TOO_SLOW
+// and the revision to watch again from.
 //
 // The log holds every event since the oldest revision in the store's history (so a watch from a past
 // revision replays from it in the same turns), and further back what lagging watchers still need.
@@ -351,9 +352,10 @@ export class Watches {
   }
 
   /**
-   * Sends `w` the events at [w.next, about w.next + visitEvents) that it watches, ending on a revision
-   * boundary, and moves it past them. Returns the work done: events checked (none if another watcher of
-   * its group had the same frames built this turn) and bytes of frames.
+   * Sends `w` the events at [w.next, about w.next + visitEvents) that it watches, no more than about the
+   * turn's byte budget of them, ending on a revision boundary, and moves it past them. Returns the work
+   * done: events checked (none if another watcher of its group had the same frames built this turn) and
+   * bytes of frames.
    */
   private visit(w: Watcher, end: number): { checks: number; bytes: number } {
     let from = w.next;
@@ -367,7 +369,7 @@ export class Watches {
       w.next = from;
       return { checks, bytes: 0 };
     }
-    let to = Math.min(end, from + this.visitEvents);
+    let to = this.visitEnd(from, Math.min(end, from + this.visitEvents));
     while (to < end && this.at(to).event.modRevision === this.at(to - 1).event.modRevision) to++;
     const g = w.group;
     let bytes = 0;
@@ -390,6 +392,22 @@ export class Watches {
       bytes += FRAME_HEADER_BYTES + payloadBytes;
     }
     return { checks, bytes };
+  }
+
+  /**
+   * The end of a visit from `from` (before `limit`): past at least one event, no further than the turn's
+   * byte budget of logged events (binary search: a logged event's `before` only grows).
+   */
+  private visitEnd(from: number, limit: number): number {
+    const most = this.at(from).before + this.bytesPerTurn;
+    let lo = from + 1;
+    let hi = limit;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.at(mid).before < most) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /**

@@ -248,10 +248,10 @@ export async function openLatestSnapshot(dir: string, disk: Disk = realDisk): Pr
   const fd = disk.open(newest.path, "r");
   try {
     const header = new Uint8Array(SNAPSHOT_HEADER_BYTES);
-    const problem = checkHeader(header.subarray(0, disk.read(fd, header, 0)), disk.size(fd));
-    if (typeof problem === "string") throw corrupt(problem);
-    if (problem.index !== newest.index) throw corrupt(`its header says index ${problem.index}`);
-    const { index, term, size, crc } = problem;
+    const meta = checkHeader(header.subarray(0, disk.read(fd, header, 0)), disk.size(fd));
+    if (typeof meta === "string") throw corrupt(meta);
+    if (meta.index !== newest.index) throw corrupt(`its header says index ${meta.index}`);
+    const { index, term, size, crc } = meta;
     let checked = 0;
     let running = 0;
     let closed = false;

@@ -55,8 +55,28 @@ async function members(c: TestCluster): Promise<MemberList> {
   return JSON.parse(r.stdout) as MemberList;
 }
 
-async function expectAllAcked(client: RaftKvClient, acked: string[]) {
+/** A cluster as cluster() makes, its leader, and a writer that has had some writes acknowledged. */
+async function underWrites(initial: number, total: number) {
+  const c = cluster(initial, total);
+  const leader = await c.waitForLeader(30000);
+  const client = c.client(30000);
+  const w = writer(client);
+  await waitFor("some writes", () => w.acked.length > 5, 30000);
+  return { c, leader, client, w };
+}
+
+/** Stops the writer and checks that every acknowledged write is there. */
+async function expectAllAcked(client: RaftKvClient, w: ReturnType<typeof writer>): Promise<string[]> {
+  const acked = await w.stop();
   for (const k of acked) expect((await client.get(k))?.value).toBeDefined();
+  client.close();
+  return acked;
+}
+
+/** Waits until learner `id` is a voter (`member promote` is refused until it has caught up). */
+async function promoted(c: TestCluster, id: number): Promise<void> {
+  const voter = async () => (await c.cli(["member", "promote", String(id)], { timeoutMs: 5000 })).code === 0 || (await members(c)).members.find((m) => m.id === id)?.role === "voter";
+  await waitFor(`node ${id} promoted`, voter, 60000, 300);
 }
 
 describe("membership e2e", () => {
@@ -68,13 +88,13 @@ describe("membership e2e", () => {
     for (const id of [3, 4]) {
       const add = await c.cli(["member", "add", String(id), c.endpoint(id)], { timeoutMs: 20000 });
       expect(add.stderr).toBe("");
-      expect((JSON.parse((await c.cli(["member", "list", "--json"], { timeoutMs: 10000 })).stdout) as MemberList).members.find((m) => m.id === id)?.role).toBe("learner");
+      expect((await members(c)).members.find((m) => m.id === id)?.role).toBe("learner");
       writeConf(c, id + 1);
       c.start(id, ["--join"]);
       const promote = await c.cli(["member", "promote", String(id)], { timeoutMs: 5000 });
       // Refused until caught up, or accepted if it already has: either way the message says which.
       if (promote.code !== 0) expect(promote.stderr).toMatch(/caught up|probed|snapshot/);
-      await waitFor(`node ${id} promoted`, async () => (await c.cli(["member", "promote", String(id)], { timeoutMs: 5000 })).code === 0 || (await members(c)).members.find((m) => m.id === id)?.role === "voter", 60000, 300);
+      await promoted(c, id);
     }
     let list = await members(c);
     expect(list.members.filter((m) => m.role === "voter").map((m) => m.id).sort()).toEqual([0, 1, 2, 3, 4]);
@@ -86,44 +106,31 @@ describe("membership e2e", () => {
     }
     list = await members(c);
     expect(list.members.map((m) => m.id).sort()).toEqual([0, 3, 4]);
-    const acked = await w.stop();
-    expect(acked.length).toBeGreaterThan(10);
-    await expectAllAcked(client, acked);
-    client.close();
+    expect((await expectAllAcked(client, w)).length).toBeGreaterThan(10);
   }, 240000);
 
   test("replace a killed node by a new id with an empty disk (remove, add, --join, promote); the new node counts toward quorum", async () => {
-    const c = cluster(3, 4);
-    const leader = await c.waitForLeader(30000);
+    const { c, leader, client, w } = await underWrites(3, 4);
     const dead = (leader + 1) % 3;
     const survivor = [0, 1, 2].find((id) => id !== leader && id !== dead)!;
-    const client = c.client(30000);
-    const w = writer(client);
-    await waitFor("some writes", () => w.acked.length > 5, 30000);
     await c.kill(dead); // the machine is gone, disk and all
     expect((await c.cli(["member", "remove", String(dead)], { timeoutMs: 20000 })).stderr).toBe("");
     expect((await c.cli(["member", "add", "3", c.endpoint(3)], { timeoutMs: 20000 })).stderr).toBe("");
     writeConf(c, 4); // the new machine's nodes.conf names the members and itself
     c.start(3, ["--join"]);
-    await waitFor("node 3 promoted", async () => (await c.cli(["member", "promote", "3"], { timeoutMs: 5000 })).code === 0 || (await members(c)).members.find((m) => m.id === 3)?.role === "voter", 60000, 300);
+    await promoted(c, 3);
     const list = await members(c);
     expect(list.members.filter((m) => m.role === "voter").map((m) => m.id).sort()).toEqual([leader, survivor, 3].sort());
     // With one more original member gone, the new node is what makes the majority.
     await c.kill(survivor);
     const before = w.acked.length;
     await waitFor("writes with the new node in the majority", () => w.acked.length > before + 5, 30000);
-    const acked = await w.stop();
-    await expectAllAcked(client, acked);
-    client.close();
+    await expectAllAcked(client, w);
   }, 180000);
 
   test("leader transfer to a chosen node; member list shows lag; writes continue", async () => {
-    const c = cluster(3, 3);
-    const leader = await c.waitForLeader(30000);
+    const { c, leader, client, w } = await underWrites(3, 3);
     const target = (leader + 1) % 3;
-    const client = c.client(30000);
-    const w = writer(client);
-    await waitFor("some writes", () => w.acked.length > 5, 30000);
     const r = await c.cli(["leader", "transfer", String(target)], { timeoutMs: 10000 });
     expect(r.stderr).toBe("");
     expect(r.stdout).toContain(`node ${target} leads`);
@@ -134,23 +141,15 @@ describe("membership e2e", () => {
     const bad = await c.cli(["leader", "transfer", "9"], { timeoutMs: 5000 });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/not a voter/);
-    const acked = await w.stop();
-    await expectAllAcked(client, acked);
-    client.close();
+    await expectAllAcked(client, w);
   }, 120000);
 
   test("SIGTERM on the leader hands leadership over before the process exits", async () => {
-    const c = cluster(3, 3);
-    const leader = await c.waitForLeader(30000);
-    const client = c.client(30000);
-    const w = writer(client);
-    await waitFor("some writes", () => w.acked.length > 5, 30000);
+    const { c, leader, client, w } = await underWrites(3, 3);
     await c.kill(leader, "SIGTERM");
     expect(c.logs(leader)).toMatch(/handed leadership over before stopping.*done=true|handed leadership over before stopping.*"done":true/);
     const next = await c.waitForLeader(30000);
     expect(next).not.toBe(leader);
-    const acked = await w.stop();
-    await expectAllAcked(client, acked);
-    client.close();
+    await expectAllAcked(client, w);
   }, 120000);
 });

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { FrameError, type FrameListener, type FramedConn, dialFrames, listenFrames, DialError } from "../../src/net";
+import { FrameError, type FrameListener, FramedConn, SlowReaderError, dialFrames, listenFrames, DialError } from "../../src/net";
 import { bytesEqual, patternBytes, waitFor } from "./helpers";
 
 const HOST = "127.0.0.1";
@@ -207,5 +207,35 @@ describe("listener + dial", () => {
     listener.stop();
     await waitFor(() => closed !== undefined, "client to see the close");
     expect(conn.closed).toBe(true);
+  });
+});
+
+describe("slow reader held paused", () => {
+  /** A socket that takes `accept` bytes per write (0: none) and records pause/resume. */
+  function fakeSocket() {
+    const s = { accept: 0, paused: false, write: (d: Uint8Array) => Math.min(d.length, s.accept), end() {}, terminate() {}, pause: () => void (s.paused = true), resume: () => void (s.paused = false), remoteAddress: "10.0.0.1", remotePort: 9 };
+    return s;
+  }
+
+  test("is disconnected once paused since before the cut-off; one that drained in time is not", () => {
+    const socket = fakeSocket();
+    const errors: Error[] = [];
+    const conn = new FramedConn(socket, { onFrame() {}, onError: (_c, e) => void errors.push(e) }, { slowReader: { pauseAtBytes: 1000, disconnectAtBytes: 100_000 } });
+    expect(conn.dropIfPausedSince(performance.now())).toBe(false); // not paused: never dropped
+    for (let i = 0; i < 3; i++) conn.send({ pad: "x".repeat(500) });
+    expect(socket.paused).toBe(true);
+    const pausedBy = performance.now();
+    expect(conn.dropIfPausedSince(pausedBy - 60_000)).toBe(false); // paused after the cut-off
+    // It reads: the queue drains below half the pause mark, reading resumes, and the clock starts over.
+    socket.accept = 1 << 20;
+    conn.drain();
+    expect(socket.paused).toBe(false);
+    expect(conn.dropIfPausedSince(pausedBy)).toBe(false);
+    socket.accept = 0;
+    for (let i = 0; i < 3; i++) conn.send({ pad: "x".repeat(500) });
+    expect(conn.dropIfPausedSince(performance.now())).toBe(true);
+    expect(conn.closed).toBe(true);
+    expect(errors[0]).toBeInstanceOf(SlowReaderError);
+    expect(errors[0]!.message).toContain("has not read its replies for");
   });
 });

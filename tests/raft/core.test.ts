@@ -4,6 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { RaftCore, type InitialState, type RaftConfig } from "../../src/raft/core";
 import { NONE, type Entry, type Message, type Ready } from "../../src/raft/types";
 import { mulberry32 } from "../rng";
+import { deliverAll, drain } from "./helpers";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -19,17 +20,6 @@ function init(term: number, log: Entry[], commit = 0): InitialState {
   return { hardState: { term, vote: NONE, commit }, entries: log, snapshot: null };
 }
 
-/** Collect every Ready (as the runtime would after persisting) and return them. */
-function drain(n: RaftCore): Ready[] {
-  const out: Ready[] = [];
-  while (n.hasReady()) {
-    const rd = n.ready();
-    out.push(rd);
-    n.advance(rd);
-  }
-  return out;
-}
-
 let readsSeen: { node: number; ctx: number; index: number }[] = [];
 
 function msgs(n: RaftCore): Message[] {
@@ -41,18 +31,7 @@ function msgs(n: RaftCore): Message[] {
 /** Deliver messages among `nodes` until quiet (optionally dropping some); returns confirmed reads. */
 function exchange(nodes: Map<number, RaftCore>, first: Message[], drop: (m: Message) => boolean = () => false) {
   readsSeen = [];
-  let queue = first;
-  while (queue.length) {
-    const next: Message[] = [];
-    for (const m of queue) {
-      if (drop(m)) continue;
-      const to = nodes.get(m.to);
-      if (!to) continue;
-      to.step(m);
-      next.push(...msgs(to));
-    }
-    queue = next;
-  }
+  deliverAll(nodes, first, drop, msgs);
   return readsSeen;
 }
 

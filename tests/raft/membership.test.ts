@@ -3,9 +3,10 @@
 import { describe, expect, test } from "bun:test";
 import { decodeConfig, encodeConfig } from "../../src/raft/confchange";
 import { RaftCore, type InitialState } from "../../src/raft/core";
-import { ENTRY_CONFIG, NONE, type ClusterConfig, type Entry, type Message, type Ready } from "../../src/raft/types";
+import { ENTRY_CONFIG, NONE, type ClusterConfig, type Entry, type Message } from "../../src/raft/types";
 import { fromWire, parseMessage, toWire } from "../../src/raft/wire";
 import { mulberry32 } from "../rng";
+import { deliverAll, drain } from "./helpers";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -13,36 +14,8 @@ function node(id: number, voters: number[], init?: InitialState, learners: numbe
   return new RaftCore({ id, voters, learners, electionTicks: 10, heartbeatTicks: 1, rng: mulberry32(id) }, init);
 }
 
-function drain(n: RaftCore): Ready[] {
-  const out: Ready[] = [];
-  while (n.hasReady()) {
-    const rd = n.ready();
-    out.push(rd);
-    n.advance(rd);
-  }
-  return out;
-}
-
 const msgs = (n: RaftCore): Message[] => drain(n).flatMap((r) => r.messages);
-
-/** Deliver messages among `nodes` until quiet; `drop` loses some. Returns every message delivered. */
-function exchange(nodes: Map<number, RaftCore>, first: Message[], drop: (m: Message) => boolean = () => false): Message[] {
-  const seen: Message[] = [];
-  let queue = first;
-  while (queue.length) {
-    const next: Message[] = [];
-    for (const m of queue) {
-      if (drop(m)) continue;
-      const to = nodes.get(m.to);
-      if (!to) continue;
-      seen.push(m);
-      to.step(m);
-      next.push(...msgs(to));
-    }
-    queue = next;
-  }
-  return seen;
-}
+const exchange = deliverAll;
 
 /** `voters` form a cluster and node `leader` is elected; `others` start knowing no configuration (joining). */
 function cluster(voters: number[], leader: number, others: number[] = []) {

@@ -84,6 +84,24 @@ describe("requests in flight per connection", () => {
     expect(replyTo(greedy, again)).toMatchObject({ ok: true });
   });
 
+  test("a write over the limit is refused before its command is parsed and encoded", () => {
+    const node = singleNode();
+    const conn = fakeConn();
+    for (let i = 0; i < MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION; i++) node.put(conn, `k/${i}`);
+    // An empty key is a bad command: refused TOO_BUSY, it was never looked at.
+    const id = node.put(conn, "");
+    expect(replyTo(conn, id)).toMatchObject({ ok: false, code: "TOO_BUSY" });
+    node.drain();
+    // Within the limit the same write is parsed, and refused for what it is; the count went back down.
+    for (let i = 0; i < MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION; i++) {
+      const again = node.put(conn, "");
+      expect(replyTo(conn, again)).toMatchObject({ ok: false, code: "EMPTY_KEY" });
+    }
+    const good = node.put(conn, "good");
+    node.drain();
+    expect(replyTo(conn, good)).toMatchObject({ ok: true });
+  });
+
   test("a connection refused too often within the window is closed; one that backs off is not", () => {
     const node = singleNode();
     const conn = fakeConn();

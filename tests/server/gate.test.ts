@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FramedConn } from "../../src/net";
 import { ConnectionGate, REFUSED_CLUSTER, REFUSED_JOIN_PENDING, REFUSED_NOT_A_PEER } from "../../src/server/gate";
+import { MAX_MEMBERS } from "../../src/raft/confchange";
 import { Logger } from "../../src/server/log";
 import { KnownPeers, type NodeIdentity } from "../../src/storage/identity";
 
@@ -62,7 +63,7 @@ describe("connection gate: joining", () => {
     g.onHello(early, hello(0, "aaaa"));
     expect(early.peerId).toBeNull();
     expect(refusal(early).code).toBe(REFUSED_JOIN_PENDING);
-    expect(g.onWelcome(1, { k: "welcome", cluster: "aaaa", members: [] })).toBe(true);
+    expect(g.onWelcome(1, { k: "welcome", cluster: "aaaa", members: [] })).toEqual([]);
     expect(recorded).toEqual([{ clusterId: "aaaa", nodeId: 3, incarnation: "me", joined: true }]);
     expect(g.hello().cluster).toBe("aaaa");
     const later = fakeConn();
@@ -71,7 +72,7 @@ describe("connection gate: joining", () => {
     const foreign = fakeConn();
     g.onHello(foreign, hello(1, "bbbb"));
     expect(refusal(foreign).code).toBe(REFUSED_CLUSTER);
-    expect(g.onWelcome(2, { k: "welcome", cluster: "bbbb", members: [] })).toBe(false);
+    expect(g.onWelcome(2, { k: "welcome", cluster: "bbbb", members: [] })).toBeNull();
   });
 
   for (const order of ["contact first", "denial first"]) {
@@ -108,5 +109,38 @@ describe("connection gate: joining", () => {
     g.refusedBy(1, REFUSED_NOT_A_PEER, "aaaa");
     g.onHello(fakeConn(), hello(0, "aaaa"));
     expect(conflicts).toEqual([]);
+  });
+
+  test("a cluster id over 64 characters from a peer is refused, not kept while joining", () => {
+    const { g, conflicts } = gate("");
+    const long = "a".repeat(1 << 20);
+    const conn = fakeConn();
+    g.onHello(conn, hello(0, long));
+    expect(refusal(conn).code).toBe(REFUSED_NOT_A_PEER);
+    g.refusedBy(1, REFUSED_NOT_A_PEER, "b".repeat(1 << 20));
+    g.onHello(fakeConn(), hello(0, "aaaa"));
+    g.refusedBy(2, REFUSED_NOT_A_PEER, "bbbb");
+    // Only the two bounded claims count: contact aaaa, denial bbbb.
+    expect(conflicts).toHaveLength(1);
+    expect(conflicts[0]).toMatch(/added to cluster aaaa .* belongs to cluster bbbb/);
+  });
+
+  test("a welcome's members: valid ones only, each id once, not this node, and no list longer than a cluster can be", () => {
+    const { g } = gate("");
+    const members = [
+      { id: 0, addr: "10.0.0.1:7000" },
+      { id: 0, addr: "10.0.0.9:7000" },
+      { id: 3, addr: "10.0.0.3:7000" },
+      { id: -1, addr: "10.0.0.4:7000" },
+      { id: 1, addr: "no port" },
+      null,
+      { id: 2, addr: "10.0.0.2:7002" },
+    ];
+    expect(g.onWelcome(1, { k: "welcome", cluster: "aaaa", members: members as never })).toEqual([
+      { id: 0, host: "10.0.0.1", port: 7000 },
+      { id: 2, host: "10.0.0.2", port: 7002 },
+    ]);
+    const huge = Array.from({ length: MAX_MEMBERS + 1 }, (_, i) => ({ id: 100 + i, addr: `10.1.${i >> 8}.${i & 255}:7000` }));
+    expect(g.onWelcome(1, { k: "welcome", cluster: "aaaa", members: huge })).toEqual([]);
   });
 });

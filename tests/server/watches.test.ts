@@ -139,6 +139,23 @@ describe("watch fan-out", () => {
     expect([...new Set(events.values())]).toEqual([20]);
   });
 
+  test("a turn's bytes stay near its budget when one visit's events are large", () => {
+    const bytesPerTurn = 4096;
+    const { d, watch, runTurns } = setup({ bytesPerTurn });
+    const conn = fakeConn();
+    const { id } = watch(conn, "k/", { prefix: true });
+    const value = new Uint8Array(1000);
+    for (let i = 0; i < 100; i++) d.ok({ op: "put", key: b(`k/${i}`), value }); // 100 KB in 100 revisions
+    let before = conn.bytes;
+    let maxTurnBytes = 0;
+    runTurns(() => {
+      maxTurnBytes = Math.max(maxTurnBytes, conn.bytes - before);
+      before = conn.bytes;
+    });
+    expect(maxTurnBytes).toBeLessThanOrEqual(bytesPerTurn + 1200); // the budget, and the revision that crosses it
+    expect(received(conn, id)).toEqual(Array.from({ length: 100 }, (_, i) => `put k/${i}@${i + 1}`));
+  });
+
   test("frames built once for many watchers carry each watcher's own id (ids of every CBOR width)", () => {
     const { d, watch, runTurns } = setup();
     const conn = fakeConn();
