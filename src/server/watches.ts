@@ -4,9 +4,9 @@
 // reach watchers from turns of their own (setImmediate), each bounded (WATCH_FANOUT_*_PER_TURN), so
 // Raft ticks, heartbeats and the Ready loop run between turns however many watchers there are. A turn
 // visits watchers round-robin; a visit sends one watcher everything it has not yet had, up to about
-// WATCH_VISIT_EVENTS events or WATCH_FANOUT_BYTES_PER_TURN of them (whole revisions), batched into as
-// few frames as fit. Watchers of the same keys and options get the same frames, so those are encoded
-// once per visit and only the watch id differs. A watcher that still needs more than
+// WATCH_VISIT_EVENTS events or WATCH_FANOUT_BYTES_PER_TURN of those it watches (whole revisions),
+// batched into as few frames as fit. Watchers of the same keys and options get the same frames, so
+// those are encoded once per visit and only the watch id differs. A watcher that still needs more than
 // MAX_WATCH_BACKLOG_BYTES of events the store's history no longer holds is ended with WATCHER_TOO_SLOW
 // and the revision to watch again from.
 //
@@ -64,8 +64,12 @@ interface Group {
   span: Span;
   prevKv: boolean;
   watchers: number;
-  /** The parts last built, for log positions [builtFrom, builtTo) (kept for the current turn only). */
+  /**
+   * The parts last built, for log positions [builtFrom, builtTo) of the [builtFrom, builtLimit) asked for
+   * (kept for the current turn only).
+   */
   builtFrom: number;
+  builtLimit: number;
   builtTo: number;
   parts: Part[];
 }
@@ -214,7 +218,7 @@ export class Watches {
   private group(span: Span, prevKv: boolean): Group {
     const key = JSON.stringify([span.start, span.end, span.single, prevKv]);
     let g = this.groups.get(key);
-    if (!g) this.groups.set(key, (g = { key, span, prevKv, watchers: 0, builtFrom: -1, builtTo: -1, parts: [] }));
+    if (!g) this.groups.set(key, (g = { key, span, prevKv, watchers: 0, builtFrom: -1, builtLimit: -1, builtTo: -1, parts: [] }));
     return g;
   }
 
@@ -316,7 +320,7 @@ export class Watches {
     } finally {
       for (const g of this.built) {
         g.parts = [];
-        g.builtFrom = g.builtTo = -1;
+        g.builtFrom = g.builtLimit = g.builtTo = -1;
       }
       this.built.length = 0;
       const outbox = this.outbox;
@@ -369,19 +373,19 @@ export class Watches {
       w.next = from;
       return { checks, bytes: 0 };
     }
-    let to = this.visitEnd(from, Math.min(end, from + this.visitEvents));
-    while (to < end && this.at(to).event.modRevision === this.at(to - 1).event.modRevision) to++;
+    let limit = Math.min(end, from + this.visitEvents);
+    while (limit < end && this.at(limit).event.modRevision === this.at(limit - 1).event.modRevision) limit++;
     const g = w.group;
     let bytes = 0;
-    if (g.builtFrom !== from || g.builtTo !== to) {
-      g.parts = this.build(g, from, to);
+    if (g.builtFrom !== from || g.builtLimit !== limit) {
+      this.build(g, from, limit);
       g.builtFrom = from;
-      g.builtTo = to;
+      g.builtLimit = limit;
       this.built.push(g);
-      checks += to - from;
+      checks += g.builtTo - from;
       for (const p of g.parts) bytes += p.rest.length;
     }
-    w.next = to;
+    w.next = g.builtTo;
     for (const part of g.parts) {
       const payloadBytes = 1 + w.idRest.length + part.rest.length;
       if (payloadBytes > this.maxFrameBytes) {
@@ -395,32 +399,21 @@ export class Watches {
   }
 
   /**
-   * The end of a visit from `from` (before `limit`): past at least one event, no further than the turn's
-   * byte budget of logged events (binary search: a logged event's `before` only grows).
+   * Into g.parts: the frames of the events at [from, limit) that group `g` watches, as few as fit
+   * MAX_RESULT_BYTES of keys and values each, stopping at the first revision boundary once they hold the
+   * turn's byte budget; g.builtTo is where they stop. A frame that ends inside a revision says `more` (the
+   * client delivers a revision once its last frame is in); `revision` is the revision of the frame's last
+   * event.
    */
-  private visitEnd(from: number, limit: number): number {
-    const most = this.at(from).before + this.bytesPerTurn;
-    let lo = from + 1;
-    let hi = limit;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.at(mid).before < most) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  /**
-   * The frames of the events at [from, to) that group `g` watches: as few as fit MAX_RESULT_BYTES of
-   * keys and values each. A frame that ends inside a revision says `more` (the client delivers a
-   * revision once its last frame is in); `revision` is the revision of the frame's last event.
-   */
-  private build(g: Group, from: number, to: number): Part[] {
+  private build(g: Group, from: number, limit: number): void {
     const parts: Part[] = [];
     let events: WatchEvent[] = [];
     let bytes = 0;
-    for (let p = from; p < to; p++) {
+    let total = 0;
+    let p = from;
+    for (; p < limit; p++) {
       const logged = this.at(p);
+      if (total >= this.bytesPerTurn && logged.event.modRevision !== this.at(p - 1).event.modRevision) break;
       if (!inSpan(logged.key, g.span)) continue;
       const e = g.prevKv ? logged.event : withoutPrevValue(logged.event);
       const size = e.key.length + (e.value?.length ?? 0) + (e.prevValue?.length ?? 0) + RESULT_KEY_OVERHEAD_BYTES;
@@ -432,9 +425,11 @@ export class Watches {
       }
       events.push(e);
       bytes += size;
+      total += size;
     }
     if (events.length) parts.push(part(events[events.length - 1]!.modRevision, events, false));
-    return parts;
+    g.parts = parts;
+    g.builtTo = p;
   }
 
   /** A frame for `conn`, into this turn's outbox. */

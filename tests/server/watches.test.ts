@@ -156,6 +156,19 @@ describe("watch fan-out", () => {
     expect(received(conn, id)).toEqual(Array.from({ length: 100 }, (_, i) => `put k/${i}@${i + 1}`));
   });
 
+  test("other keys' large values do not split a watcher's batch", () => {
+    const bytesPerTurn = 4096;
+    const { d, watch, runTurns } = setup({ bytesPerTurn });
+    const conn = fakeConn();
+    d.ok({ op: "put", key: b("a"), value: b("1") });
+    for (let i = 0; i < 20; i++) d.ok({ op: "put", key: b(`big/${i}`), value: new Uint8Array(10_000) });
+    d.ok({ op: "put", key: b("a"), value: b("2") });
+    const { id } = watch(conn, "a", { fromRevision: 1 });
+    runTurns();
+    expect(received(conn, id)).toEqual(["put a@1", "put a@22"]);
+    expect(conn.frames.filter((f) => f.k === "ev" && f.id === id).length).toBe(1);
+  });
+
   test("frames built once for many watchers carry each watcher's own id (ids of every CBOR width)", () => {
     const { d, watch, runTurns } = setup();
     const conn = fakeConn();
