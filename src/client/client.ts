@@ -134,7 +134,7 @@ export class RaftKvClient {
 
   constructor(opts: ClientOptions) {
     if (!opts.endpoints.length) throw new RaftKvError("BAD_REQUEST", "no endpoints given");
-    this.endpoints = opts.endpoints.map((e) => formatAddr(parseEndpoint(e)));
+    this.endpoints = [...new Set(opts.endpoints.map((e) => formatAddr(parseEndpoint(e))))]; // each once: failFast counts endpoints
     this.timeoutMs = opts.timeoutMs ?? 5000;
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new RaftKvError("BAD_REQUEST", `timeoutMs must be a positive number of ms, got ${opts.timeoutMs}`);
     this.failFast = opts.failFast ?? false;

@@ -74,3 +74,17 @@ describe("RaftKvClient requests waiting for a slot", () => {
     }
   });
 });
+
+describe("RaftKvClient failFast", () => {
+  test("an endpoint given twice still counts once: every endpoint refused is UNREACHABLE at once", async () => {
+    const c = new RaftKvClient({ endpoints: ["127.0.0.1:1", "127.0.0.1:1"], timeoutMs: 5000, failFast: true }); // nothing listens on port 1
+    try {
+      const start = Date.now();
+      const err = await c.get("k").catch((e) => e);
+      expect((err as RaftKvError).code).toBe("UNREACHABLE");
+      expect(Date.now() - start).toBeLessThan(2000);
+    } finally {
+      c.close();
+    }
+  });
+});
